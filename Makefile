@@ -1,0 +1,20 @@
+# The two set-up commands of the README:
+#   make main   installs everything and runs the main job on Fashion-MNIST
+#   make test   installs everything (with the test extra) and runs lint + the test suite
+.PHONY: main test lint bench clean
+
+PY := .venv/bin/python
+MAIN_OUT ?= runs/main
+
+main:
+	scripts/bootstrap.sh
+	TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/tfrobust train --dataset=fashion_mnist --model=small_cnn \
+		--epochs=5 --out=$(MAIN_OUT)
+
+test:
+	scripts/bootstrap.sh test
+	$(PY) -m ruff check tfrobust tests benchmarks
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf .venv runs .pytest_cache

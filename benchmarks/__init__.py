@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks; each script writes its results to docs/."""

@@ -1,0 +1,6 @@
+"""``python -m tfrobust`` is the ``tfrobust`` console script."""
+
+from tfrobust.cli.main import main
+
+if __name__ == "__main__":
+    main()

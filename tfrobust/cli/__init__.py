@@ -1,0 +1,1 @@
+"""The ``tfrobust`` command line (absl). Nothing in the library imports this package."""

@@ -1,0 +1,78 @@
+"""``tfrobust <command> [--flags]``: absl-based entry point with subcommands.
+
+Each command lives in its own module, which defines its absl flags at import and a
+``run(argv) -> int`` function. Only the chosen command's module is imported, so each command sees
+exactly its own flags; a bad flag ends the program with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+# TF-MOT needs the legacy-Keras switch before TensorFlow is first imported; this is the
+# process entry point, so setting it here mutates nothing a library user owns.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+COMMANDS = {
+    "train": ("tfrobust.cli.train", "train a model on a dataset and write it with metrics.json"),
+}
+
+USAGE = "usage: tfrobust <command> [--flag=value ...]   (tfrobust <command> --help for its flags)"
+
+
+def _usage() -> str:
+    lines = [USAGE, "", "commands:"]
+    lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _fail(message: str, code: int = 2):
+    print(f"tfrobust: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _parse(argv):
+    """absl ``flags_parser``: pick the command, import it, parse only its flags."""
+    rest = argv[1:]
+    if not rest or rest[0] in ("-h", "--help", "help"):
+        print(_usage())
+        sys.exit(0 if rest else 2)
+    command = rest[0]
+    if command not in COMMANDS:
+        _fail(f"unknown command {command!r}; expected one of: {', '.join(COMMANDS)}")
+    module = importlib.import_module(COMMANDS[command][0])
+    if any(a in ("-h", "--help", "--helpshort") for a in rest[1:]):
+        print(f"usage: tfrobust {command} [--flag=value ...]\n")
+        print(flags.FLAGS.module_help(module.__name__))
+        sys.exit(0)
+    try:
+        remaining = flags.FLAGS([f"tfrobust {command}", *rest[1:]])
+    except flags.Error as e:
+        _fail(f"{command}: {e}")
+    if len(remaining) > 1:
+        _fail(f"{command}: unexpected positional arguments {remaining[1:]}; flags look like --name=value")
+    return [command, module]
+
+
+def _dispatch(parsed):
+    command, module = parsed
+    try:
+        code = module.run()
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        # Argument and data errors get one readable line, not a traceback.
+        _fail(f"{command}: {type(e).__name__}: {e}", code=1)
+    sys.exit(code or 0)
+
+
+def main(argv=None):
+    """Console-script entry point."""
+    app.run(_dispatch, argv=argv if argv is not None else sys.argv, flags_parser=_parse)
+
+
+if __name__ == "__main__":
+    main()

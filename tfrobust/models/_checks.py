@@ -1,0 +1,28 @@
+"""Argument checks shared by the model builders."""
+
+from __future__ import annotations
+
+
+def check_input_shape(input_shape) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) <= 0:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) with positive sizes (NHWC without the "
+            f"batch axis). Received: input_shape={input_shape!r}"
+        )
+    return shape
+
+
+def check_num_classes(num_classes) -> int:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
+    return num_classes
+
+
+def check_positive_int(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+    return value

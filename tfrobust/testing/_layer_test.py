@@ -1,0 +1,192 @@
+"""``layer_test``: the harness every tfrobust layer goes through (after Keras' ``run_layer_test``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfrobust._keras import keras
+
+
+@dataclasses.dataclass
+class LayerTestResult:
+    """What ``layer_test`` measured, for tests that want to assert more."""
+
+    output: np.ndarray
+    tflite_output: np.ndarray | None
+    tflite_max_abs_diff: float | None
+    tflite_ops: list[str]
+    saved_formats: list[str]
+
+
+def _tflite_ops(model_bytes: bytes) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_bytes)
+    details = getattr(interp, "_get_ops_details", None)
+    if details is None:
+        return []
+    return sorted({op["op_name"] for op in details()})
+
+
+def _run_tflite(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_bytes)
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    interp.resize_tensor_input(inp["index"], x.shape)
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    interp.invoke()
+    return interp.get_tensor(out["index"])
+
+
+def layer_test(layer_cls, kwargs=None, *, input_shape, input_data=None, input_dtype="float32",
+               expected_output_shape=None, expected_output_dtype=None, deterministic=True,
+               custom_objects=None, check_fit=True, check_save=True, check_tflite=True,
+               tflite_atol=1e-5, seed=0) -> LayerTestResult:
+    """Exercise a layer the way users and the deployment path will.
+
+    Steps, each failing with an ``AssertionError`` that names the step:
+
+    1. instantiate ``layer_cls(**kwargs)`` and call it on ``input_data`` (random if None);
+    2. check the output shape (``expected_output_shape``, ``None`` entries are wildcards) and
+       that ``compute_output_shape`` agrees;
+    3. ``get_config`` -> ``from_config`` round trip gives an equal config and, with the weights
+       copied, equal outputs;
+    4. save and reload a functional model holding the layer in ``.keras``, ``.h5`` and SavedModel
+       formats, with equal outputs (``deterministic=False`` skips output equality for random
+       layers but still checks the reloaded layer's class and config);
+    5. one ``fit`` step of ``layer -> Flatten -> Dense`` that changes the trainable weights
+       (gradients reach the input side);
+    6. TFLite conversion with builtin ops only, run in LiteRT, outputs within ``tflite_atol``.
+
+    Args:
+      layer_cls: the layer class.
+      kwargs: constructor arguments.
+      input_shape: full input shape including the batch size, e.g. ``(2, 8, 8, 3)``.
+      input_data: optional input array (overrides random data).
+      input_dtype: dtype of generated input data.
+      expected_output_shape: shape to check, ``None`` entries match anything.
+      expected_output_dtype: dtype to check.
+      deterministic: whether two calls on the same input give the same output at inference.
+      custom_objects: passed to ``load_model`` (not needed for registered layers).
+      check_fit / check_save / check_tflite: switch steps off (say why at the call site).
+      tflite_atol: tolerance for Keras vs LiteRT outputs.
+      seed: seed of the random input and of TF.
+
+    Returns:
+      A :class:`LayerTestResult`.
+    """
+    kwargs = dict(kwargs or {})
+    tf.random.set_seed(seed)
+    rng = np.random.default_rng(seed)
+    if input_data is None:
+        input_data = rng.uniform(-1.0, 1.0, size=input_shape).astype(input_dtype)
+    input_data = np.asarray(input_data)
+    batch = input_data.shape[0]
+
+    layer = layer_cls(**kwargs)
+    out = layer(tf.convert_to_tensor(input_data), training=False)
+    out_np = np.asarray(out)
+    if expected_output_dtype is not None:
+        assert out.dtype == tf.as_dtype(expected_output_dtype), (
+            f"[output dtype] expected {expected_output_dtype}, got {out.dtype.name}"
+        )
+    if expected_output_shape is not None:
+        exp = tuple(expected_output_shape)
+        assert len(exp) == out_np.ndim and all(
+            e is None or e == a for e, a in zip(exp, out_np.shape)
+        ), f"[output shape] expected {exp}, got {out_np.shape}"
+    computed = tuple(layer.compute_output_shape(tf.TensorShape(input_data.shape)).as_list())
+    assert computed == out_np.shape, f"[compute_output_shape] says {computed}, call gave {out_np.shape}"
+    if deterministic:
+        again = np.asarray(layer(tf.convert_to_tensor(input_data), training=False))
+        np.testing.assert_allclose(again, out_np, rtol=0, atol=0, err_msg="[determinism] two calls differ")
+
+    # Config round trip.
+    config = layer.get_config()
+    clone = layer_cls.from_config(config)
+    clone_out = clone(tf.convert_to_tensor(input_data), training=False)
+    assert clone.get_config() == config, (
+        f"[config round trip] configs differ:\n{config}\n{clone.get_config()}"
+    )
+    clone.set_weights(layer.get_weights())
+    if deterministic:
+        np.testing.assert_allclose(np.asarray(clone(input_data, training=False)), out_np, rtol=1e-6,
+                                   atol=1e-6, err_msg="[config round trip] outputs differ")
+    del clone_out
+
+    # A functional model around a fresh layer with the same weights.
+    inp = keras.Input(batch_shape=(None, *input_data.shape[1:]), dtype=input_data.dtype)
+    model_layer = layer_cls.from_config(config)
+    model = keras.Model(inp, model_layer(inp))
+    model_layer.set_weights(layer.get_weights())
+    model_out = np.asarray(model(input_data, training=False))
+    if deterministic:
+        np.testing.assert_allclose(model_out, out_np, rtol=1e-6, atol=1e-6,
+                                   err_msg="[functional model] output differs from the bare layer")
+
+    saved = []
+    if check_save:
+        with tempfile.TemporaryDirectory() as tmp:
+            for fmt, path in (("keras", Path(tmp) / "m.keras"), ("h5", Path(tmp) / "m.h5"),
+                              ("savedmodel", Path(tmp) / "sm")):
+                if fmt == "savedmodel":
+                    model.save(str(path), save_format="tf")
+                else:
+                    model.save(str(path))
+                loaded = keras.models.load_model(str(path), custom_objects=custom_objects)
+                loaded_layer = loaded.layers[-1]
+                assert type(loaded_layer) is layer_cls, (
+                    f"[save/load {fmt}] reloaded layer is {type(loaded_layer).__name__}, not "
+                    f"{layer_cls.__name__}"
+                )
+                assert loaded_layer.get_config() == model_layer.get_config(), (
+                    f"[save/load {fmt}] config changed"
+                )
+                if deterministic:
+                    reloaded_out = np.asarray(loaded(input_data, training=False))
+                    np.testing.assert_allclose(reloaded_out, model_out, rtol=1e-6, atol=1e-6,
+                                               err_msg=f"[save/load {fmt}] outputs differ")
+                saved.append(fmt)
+
+    if check_fit:
+        fit_inp = keras.Input(batch_shape=(None, *input_data.shape[1:]), dtype=input_data.dtype)
+        h = layer_cls.from_config(config)(fit_inp)
+        h = keras.layers.Flatten()(h)
+        head = keras.layers.Dense(2)
+        fit_model = keras.Model(fit_inp, head(h))
+        fit_model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        before = [w.numpy().copy() for w in fit_model.trainable_weights]
+        targets = rng.normal(size=(batch, 2)).astype("float32")
+        history = fit_model.fit(input_data, targets, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+        loss = history.history["loss"][0]
+        assert np.isfinite(loss), f"[fit] loss is not finite: {loss}"
+        after = [w.numpy() for w in fit_model.trainable_weights]
+        assert any(not np.array_equal(a, b) for a, b in zip(before, after)), "[fit] no weight changed"
+
+    tfl_out = tfl_diff = None
+    ops: list[str] = []
+    if check_tflite:
+        fn = tf.function(lambda x: model(x, training=False),
+                         input_signature=[tf.TensorSpec((batch, *input_data.shape[1:]), input_data.dtype)])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            tfl_bytes = converter.convert()
+        except Exception as e:  # noqa: BLE001 - re-raised as a harness failure with the reason
+            raise AssertionError(f"[tflite] conversion with builtin ops failed: {e}") from e
+        ops = _tflite_ops(tfl_bytes)
+        tfl_out = _run_tflite(tfl_bytes, input_data)
+        assert tfl_out.shape == out_np.shape, f"[tflite] shape {tfl_out.shape} != {out_np.shape}"
+        if deterministic:
+            tfl_diff = float(np.max(np.abs(tfl_out.astype(np.float64) - model_out))) if tfl_out.size else 0.0
+            assert tfl_diff <= tflite_atol, f"[tflite] max |LiteRT - Keras| = {tfl_diff} > {tflite_atol}"
+
+    return LayerTestResult(out_np, tfl_out, tfl_diff, ops, saved)
