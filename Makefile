@@ -8,13 +8,12 @@ MAIN_OUT ?= runs/main
 
 main:
 	scripts/bootstrap.sh
-	TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/tfrobust train --dataset=fashion_mnist --model=small_cnn \
-		--epochs=5 --out=$(MAIN_OUT)
+	TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/tfrobust pipeline --out=$(MAIN_OUT) --resume $(PIPELINE_ARGS)
 
 test:
 	scripts/bootstrap.sh test
 	$(PY) -m ruff check tfrobust tests benchmarks
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q $(PYTEST_ARGS)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist=loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf .venv runs .pytest_cache

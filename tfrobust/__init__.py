@@ -9,17 +9,32 @@ The Keras used throughout is tf_keras (the Keras 2 API): ``from tfrobust import 
 
 __version__ = "0.1.0"
 
-from tfrobust import data, models, testing, utils  # noqa: E402
+from tfrobust import (  # noqa: E402
+    attacks,
+    compression,
+    data,
+    evaluation,
+    models,
+    testing,
+    tflite_tools,
+    trainers,
+    utils,
+)
 from tfrobust._keras import keras  # noqa: E402
 from tfrobust.data import as_tf_dataset, load_dataset  # noqa: E402
 
 __all__ = [
     "__version__",
     "as_tf_dataset",
+    "attacks",
+    "compression",
     "data",
+    "evaluation",
     "keras",
     "load_dataset",
     "models",
     "testing",
+    "tflite_tools",
+    "trainers",
     "utils",
 ]

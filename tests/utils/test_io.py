@@ -43,3 +43,14 @@ def test_environment_records_versions():
     env = utils.environment()
     assert env["versions"]["tensorflow"] == "2.21.0"
     assert env["cpu_count"] >= 1
+
+
+def test_set_seed_makes_initialization_reproducible_after_keras_seeding():
+    keras.utils.set_random_seed(123)  # switches tf_keras to its own seeded generator
+    keras.layers.Dense(3).build((None, 2))
+    utils.set_seed(5)
+    a = models.lenet_300_100().get_weights()[0]
+    keras.layers.Dense(3).build((None, 2))
+    utils.set_seed(5)
+    b = models.lenet_300_100().get_weights()[0]
+    np.testing.assert_array_equal(a, b)

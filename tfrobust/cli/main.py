@@ -20,6 +20,12 @@ from absl import app, flags  # noqa: E402
 
 COMMANDS = {
     "train": ("tfrobust.cli.train", "train a model on a dataset and write it with metrics.json"),
+    "compress": ("tfrobust.cli.compress", "prune/jp/deep_compression/lowrank/cluster/binarize a saved model"),
+    "convert": ("tfrobust.cli.convert", "convert a saved model to .tflite (float/float16/dynamic/int8)"),
+    "export-c": ("tfrobust.cli.export_c", "write a .tflite as a .h/.cc pair with its TFLM arena size"),
+    "pipeline": ("tfrobust.cli.pipeline", "train, evaluate, compress, convert, deploy-check and report"),
+    "attack": ("tfrobust.cli.attack", "run one attack (fgsm/pgd/apgd) on a saved model; JSON + Markdown"),
+    "evaluate": ("tfrobust.cli.evaluate", "robust accuracy with a preset (fast/standard/adaptive) + report"),
 }
 
 USAGE = "usage: tfrobust <command> [--flag=value ...]   (tfrobust <command> --help for its flags)"

@@ -1,4 +1,10 @@
-"""``tfrobust train``: train a model on a dataset, write ``model.keras`` and ``metrics.json``."""
+"""``tfrobust train``: train a model on a dataset, write ``model.keras`` and ``metrics.json``.
+
+Training goes through :mod:`tfrobust.trainers`: ``--adv`` selects adversarial training,
+``--distill_from`` distils a saved teacher into the chosen model, ``--mixup`` and
+``--label_smoothing`` transform the training batches. The saved model is always the plain
+(wrapped) Keras model.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "mnist"], "Dataset to train on.")
 flags.DEFINE_enum("model", "small_cnn", models.names(), "Architecture from tfrobust.models.")
+flags.DEFINE_enum("defense", "none", sorted(models.DEFENSES),
+                  "Defense inserted in the small CNN (tfrobust.models.defended_cnn); replaces --model.")
 flags.DEFINE_integer("epochs", 1, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0.0)
@@ -23,13 +31,50 @@ flags.DEFINE_integer("train_subset", None, "Use only the first N training images
 flags.DEFINE_integer("test_subset", None, "Evaluate on only the first N test images.", lower_bound=1)
 flags.DEFINE_string("data_dir", None, "Folder searched first for the dataset's IDX files.")
 flags.DEFINE_string("out", None, "Output folder (model.keras, metrics.json, checkpoints).")
+flags.DEFINE_enum("adv", "none", ["none", "fgsm", "fgsm_rs", "pgd", "trades"],
+                  "Adversarial training method (tfrobust.trainers.AdversarialTrainer).")
+flags.DEFINE_float("eps", 0.1, "L-inf radius of adversarial training (images in [0, 1]).", lower_bound=0.0)
+flags.DEFINE_integer("adv_steps", 7, "Attack steps for --adv=pgd/trades.", lower_bound=1)
+flags.DEFINE_integer("eps_warmup_epochs", 0, "Epochs of linear eps warm-up.", lower_bound=0)
+flags.DEFINE_string("distill_from", None, "Saved teacher model (.keras/.h5/SavedModel) to distil from.")
+flags.DEFINE_float("distill_temperature", 4.0, "Distillation temperature T.", lower_bound=1e-6)
+flags.DEFINE_float("distill_alpha", 0.1, "Weight of the hard-label loss in distillation.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("mixup", 0.0, "mixup Beta(alpha, alpha) parameter; 0 disables mixup.", lower_bound=0.0)
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing epsilon; 0 disables it.",
+                   lower_bound=0.0, upper_bound=0.999)
+flags.DEFINE_enum("robust_preset", "fast", ["fast", "standard"],
+                  "With --adv: tfrobust.evaluation preset of the robust accuracy in metrics.json "
+                  "(fast = PGD-20, standard = APGD-CE + APGD-DLR).")
 flags.mark_flag_as_required("out")
+
+
+def _make_trainer(model, steps_per_epoch):
+    from tfrobust import trainers
+    from tfrobust._keras import keras
+
+    if FLAGS.adv != "none" and FLAGS.distill_from:
+        raise ValueError("--adv and --distill_from cannot be combined in one run; train the robust "
+                         f"teacher first, then distil it. Received: adv={FLAGS.adv!r}, "
+                         f"distill_from={FLAGS.distill_from!r}")
+    if FLAGS.adv != "none":
+        return trainers.AdversarialTrainer(model, method=FLAGS.adv, eps=FLAGS.eps, steps=FLAGS.adv_steps,
+                                           eps_warmup_steps=FLAGS.eps_warmup_epochs * steps_per_epoch,
+                                           seed=FLAGS.seed)
+    if FLAGS.distill_from:
+        path = Path(FLAGS.distill_from)
+        if not path.exists():
+            raise FileNotFoundError(f"teacher model not found. Received: distill_from={FLAGS.distill_from!r}")
+        teacher = keras.models.load_model(path, compile=False)
+        return trainers.Distiller(model, teacher=teacher, temperature=FLAGS.distill_temperature,
+                                  alpha=FLAGS.distill_alpha)
+    return trainers.Trainer(model)
 
 
 def run() -> int:
     import numpy as np
 
-    from tfrobust import data, utils
+    from tfrobust import data, trainers, utils
     from tfrobust._keras import keras
 
     out = Path(FLAGS.out)
@@ -40,28 +85,58 @@ def run() -> int:
     x_test, y_test = data.load_dataset(FLAGS.dataset, "test", data_dir=FLAGS.data_dir,
                                        limit=FLAGS.test_subset)
     info = data.dataset_info(FLAGS.dataset)
-    model = models.get(FLAGS.model, input_shape=info.image_shape, num_classes=info.num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(FLAGS.lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    if FLAGS.defense == "none":
+        model = models.get(FLAGS.model, input_shape=info.image_shape, num_classes=info.num_classes)
+    elif FLAGS.defense in ("cas", "cifs", "pcl"):
+        raise ValueError("this defense needs the labels inside the model during training (a "
+                         "label-conditioned training model); train it with "
+                         "`tfrobust pipeline --defense=...`. "
+                         f"Received: defense={FLAGS.defense!r}")
+    else:
+        model = models.defended_cnn(FLAGS.defense, input_shape=info.image_shape, num_classes=info.num_classes)
     train_ds = data.as_tf_dataset(x_train, y_train, batch_size=FLAGS.batch_size, shuffle=True,
                                   seed=FLAGS.seed)
-    test_ds = data.as_tf_dataset(x_test, y_test, batch_size=512)
+    soft_labels = FLAGS.mixup > 0 or FLAGS.label_smoothing > 0
+    if FLAGS.mixup > 0:
+        train_ds = train_ds.map(trainers.mixup_fn(FLAGS.mixup, num_classes=info.num_classes,
+                                                  seed=FLAGS.seed))
+    if FLAGS.label_smoothing > 0:
+        train_ds = train_ds.map(trainers.label_smoothing_fn(FLAGS.label_smoothing,
+                                                            num_classes=info.num_classes))
+    steps_per_epoch = -(-len(x_train) // FLAGS.batch_size)
+    trainer = _make_trainer(model, steps_per_epoch)
+    # Soft (mixup / smoothed) training labels need the categorical accuracy; the test labels are
+    # then one-hot too, so the same metric serves both.
+    accuracy = keras.metrics.CategoricalAccuracy(name="accuracy") if soft_labels else "accuracy"
+    trainer.compile(optimizer=keras.optimizers.Adam(FLAGS.lr), metrics=[accuracy])
+    y_eval = np.eye(info.num_classes, dtype=np.float32)[y_test] if soft_labels else y_test
+    test_ds = data.as_tf_dataset(x_test, y_eval, batch_size=512)
     print(f"training {FLAGS.model} on {FLAGS.dataset}: {len(x_train)} train / {len(x_test)} test "
-          f"images, {FLAGS.epochs} epoch(s)", flush=True)
+          f"images, {FLAGS.epochs} epoch(s), trainer {type(trainer).__name__}", flush=True)
     # BackupAndRestore makes an interrupted run resume at its last finished epoch when re-run
     # with the same --out; the backup is deleted once training completes.
     backup = keras.callbacks.BackupAndRestore(backup_dir=str(out / "backup"))
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=FLAGS.epochs, callbacks=[backup],
-                        verbose=1 if sys.stdout.isatty() else 2)
+    history = trainer.fit(train_ds, epochs=FLAGS.epochs, callbacks=[backup],
+                          verbose=1 if sys.stdout.isatty() else 2)
     train_seconds = time.perf_counter() - start
     shutil.rmtree(out / "backup", ignore_errors=True)  # finished: nothing left to resume
-    test_loss, test_acc = model.evaluate(test_ds, verbose=0)
-    model_path = utils.atomic_save_model(model, out / "model.keras")
+    test_loss = trainer.evaluate(test_ds, verbose=0, return_dict=True)["loss"]
+    test_acc = float(np.mean(np.argmax(model.predict(data.as_tf_dataset(x_test, batch_size=512), verbose=0),
+                                       axis=1) == y_test))
+    robust = None
+    robust_config = None
+    if FLAGS.adv != "none":
+        from tfrobust import evaluation
+
+        report = evaluation.robust_accuracy(model, x_test, y_test, eps=FLAGS.eps, preset=FLAGS.robust_preset,
+                                            seed=FLAGS.seed)
+        robust, robust_config = float(report.robust_accuracy), report.to_dict()
+    model_path = trainer.save_inner(out / "model.keras")
     metrics = {
         "dataset": FLAGS.dataset,
-        "model": FLAGS.model,
+        "model": FLAGS.model if FLAGS.defense == "none" else model.name,
+        "defense": FLAGS.defense,
         "params": int(model.count_params()),
         "epochs": FLAGS.epochs,
         "batch_size": FLAGS.batch_size,
@@ -72,6 +147,17 @@ def run() -> int:
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "test_loss": float(test_loss),
         "test_accuracy": float(test_acc),
+        "trainer": type(trainer).__name__,
+        "adv": FLAGS.adv,
+        "eps": FLAGS.eps if FLAGS.adv != "none" else None,
+        "adv_steps": FLAGS.adv_steps if FLAGS.adv in ("pgd", "trades") else None,
+        "robust_accuracy": robust,
+        "robust_evaluation": robust_config,
+        "distill_from": FLAGS.distill_from,
+        "distill_temperature": FLAGS.distill_temperature if FLAGS.distill_from else None,
+        "distill_alpha": FLAGS.distill_alpha if FLAGS.distill_from else None,
+        "mixup": FLAGS.mixup,
+        "label_smoothing": FLAGS.label_smoothing,
         "train_seconds": round(train_seconds, 2),
         "environment": utils.environment(),
     }
@@ -80,6 +166,9 @@ def run() -> int:
         metrics["test_loss"] = None
     utils.atomic_write_json(out / "metrics.json", metrics)
     print(f"test accuracy: {test_acc:.4f} ({len(x_test)} images)")
+    if robust is not None:
+        print(f"robust accuracy: {robust:.4f} (tfrobust.evaluation preset {FLAGS.robust_preset!r}, "
+              f"eps {FLAGS.eps})")
     print(f"model: {model_path}")
     print(f"metrics: {out / 'metrics.json'}")
     return 0

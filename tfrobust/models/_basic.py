@@ -20,8 +20,15 @@ def _input(input_shape, batch_size):
 
 
 @register("small_cnn")
-def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, width: int = 32,
-              dense_units: int = 128, batch_size: int | None = None, name: str = "small_cnn"):
+def small_cnn(
+    input_shape=(28, 28, 1),
+    num_classes: int = 10,
+    *,
+    width: int = 32,
+    dense_units: int = 128,
+    batch_size: int | None = None,
+    name: str = "small_cnn",
+):
     """Two 3x3 conv blocks (``width``, ``2 * width`` filters, ReLU, 2x2 max-pool) and a dense layer.
 
     About 0.23M parameters at the defaults on 28x28x1; trains to ~85% on Fashion-MNIST in
@@ -51,8 +58,14 @@ def small_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, width: int = 32
 
 
 @register("madry_cnn")
-def madry_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, padding: str = "same",
-              batch_size: int | None = None, name: str = "madry_cnn"):
+def madry_cnn(
+    input_shape=(28, 28, 1),
+    num_classes: int = 10,
+    *,
+    padding: str = "same",
+    batch_size: int | None = None,
+    name: str = "madry_cnn",
+):
     """The MNIST-challenge CNN of Madry et al. (2018): conv 32 5x5, pool, conv 64 5x5, pool, fc 1024.
 
     With ``padding="same"`` (the challenge code) it has 3.27M parameters on 28x28x1; with
@@ -77,8 +90,13 @@ def madry_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, padding: str = 
 
 
 @register("lenet_300_100")
-def lenet_300_100(input_shape=(28, 28, 1), num_classes: int = 10, *, batch_size: int | None = None,
-                  name: str = "lenet_300_100"):
+def lenet_300_100(
+    input_shape=(28, 28, 1),
+    num_classes: int = 10,
+    *,
+    batch_size: int | None = None,
+    name: str = "lenet_300_100",
+):
     """LeNet-300-100: the fully connected MNIST net of LeCun et al., used by Deep Compression.
 
     266,610 parameters on 28x28x1.

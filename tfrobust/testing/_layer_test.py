@@ -176,7 +176,7 @@ def layer_test(layer_cls, kwargs=None, *, input_shape, input_data=None, input_dt
     if check_tflite:
         fn = tf.function(lambda x: model(x, training=False),
                          input_signature=[tf.TensorSpec((batch, *input_data.shape[1:]), input_data.dtype)])
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         try:
             tfl_bytes = converter.convert()

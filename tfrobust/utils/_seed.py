@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
-import tensorflow as tf
-
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow (``tf.random.set_seed``) in one call."""
+    """Seed Python, NumPy, TensorFlow and tf_keras' own initializer generator in one call.
+
+    ``tf.random.set_seed`` alone is not enough: once anything has called
+    ``keras.utils.set_random_seed``, tf_keras draws unseeded initializers from its own generator,
+    which only ``keras.utils.set_random_seed`` resets.
+    """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
-    random.seed(seed)
-    np.random.seed(seed)
-    tf.random.set_seed(seed)
+    from tfrobust._keras import keras
+
+    keras.utils.set_random_seed(seed)

@@ -1,0 +1,305 @@
+"""Compression on Fashion-MNIST -> the generated section of docs/compression.md.
+
+Parts (``--parts``, comma-separated; each part's result is cached in ``--cache`` so an interrupted
+run resumes at the first unfinished part):
+
+- ``dc``: Deep Compression of LeNet-300-100 (prune -> cluster -> Huffman); sizes are the length
+  of the real encoded byte stream (which :func:`tfrobust.compression.decode` turns back into
+  the exact weights, checked here) against 4 bytes per parameter.
+- ``prune``: TF-MOT magnitude pruning of the small CNN to 90% (polynomial schedule), stripped;
+  per-layer sparsity, raw / gzip size.
+- ``jp``: JPnet joint weight + activation pruning of the same small CNN; MACs counted exactly
+  on the test set.
+- ``lottery``: iterative magnitude pruning with rewinding to init vs random re-init (Scratch-E /
+  Scratch-B) on LeNet-300-100.
+
+Every part reports clean accuracy on the full test set and robust accuracy before/after with
+``tfrobust.evaluation.robust_accuracy`` (``fast`` preset: PGD-20, L-inf eps ``--eps``) on the
+first ``--robust_n`` test images. The models are *not* adversarially trained, so robust accuracy
+is low at any eps; it is reported to show what compression does to it, not as a defense figure.
+
+Usage:
+    .venv/bin/python -m benchmarks.compression            # the documented run (~30-60 min, 2 busy cores)
+    .venv/bin/python -m benchmarks.compression --quick    # smoke run, writes to /tmp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from tfrobust import compression, data, models, utils  # noqa: E402
+from tfrobust._keras import keras  # noqa: E402
+
+START = "<!-- benchmarks/compression.py: generated section start -->"
+END = "<!-- benchmarks/compression.py: generated section end -->"
+
+
+def _compile(model, lr=1e-3):
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def _acc(model, x, y):
+    preds = []
+    for s in range(0, len(x), 1000):
+        preds.append(np.argmax(model(x[s:s + 1000], training=False).numpy(), 1))
+    return float(np.mean(np.concatenate(preds) == y))
+
+
+def _eval(model, ctx):
+    from tfrobust.evaluation import robust_accuracy
+
+    xt, yt = ctx["test"]
+    n = ctx["args"].robust_n
+    rep = robust_accuracy(model, xt[:n], yt[:n], eps=ctx["args"].eps, preset="fast", batch_size=250,
+                          model=model)
+    return {"accuracy": _acc(model, xt, yt), "robust_accuracy": float(rep.robust_accuracy),
+            "robust_n": int(n), "robust_warnings": list(rep.warnings)}
+
+
+def _train_dense(builder, ctx, epochs, seed):
+    utils.set_seed(seed)
+    model = _compile(builder())
+    x, y = ctx["train"]
+    t0 = time.perf_counter()
+    model.fit(data.as_tf_dataset(x, y, batch_size=128, shuffle=True, seed=seed), epochs=epochs, verbose=0)
+    return model, time.perf_counter() - t0
+
+
+def part_dc(ctx):
+    a = ctx["args"]
+    dense, secs = _train_dense(models.lenet_300_100, ctx, a.dense_epochs, 0)
+    before = _eval(dense, ctx)
+    x, y = ctx["train"]
+    sparsity = {"fc1": 0.93, "fc2": 0.91, "logits": 0.75}
+    bits = {"fc1": 4, "fc2": 5, "logits": 5}
+    t0 = time.perf_counter()
+    res = compression.deep_compress(dense, x, y, sparsity=sparsity, cluster_bits=bits, gap_bits=5,
+                                     prune_epochs=a.prune_epochs, finetune_epochs=a.finetune_epochs,
+                                     lr=5e-4, finetune_lr=1e-4)
+    dc_secs = time.perf_counter() - t0
+    fresh = models.lenet_300_100()
+    compression.load_stream_weights(fresh, res.stream)  # evaluate the model rebuilt from the bytes
+    exact = all(np.array_equal(u, v) for u, v in zip(fresh.get_weights(), dense.get_weights()))
+    after = _eval(fresh, ctx)
+    return {"before": before, "after": after, "dense_train_seconds": secs, "compress_seconds": dc_secs,
+            "decode_exact": bool(exact), "sparsity": sparsity, "cluster_bits": bits, "gap_bits": 5,
+            "report": res.to_dict(), "markdown": res.to_markdown()}
+
+
+def part_prune(ctx):
+    a = ctx["args"]
+    dense, secs = ctx["small_cnn"]()
+    before = _eval(dense, ctx)
+    x, y = ctx["train"]
+    steps = int(np.ceil(len(x) / 128)) * a.finetune_cnn_epochs
+    pruned = _compile(compression.prune(dense, 0.9, schedule="polynomial", begin_step=0,
+                                        end_step=int(0.6 * steps), frequency=max(1, steps // 30)), 5e-4)
+    t0 = time.perf_counter()
+    pruned.fit(data.as_tf_dataset(x, y, batch_size=128, shuffle=True, seed=1), epochs=a.finetune_cnn_epochs,
+               callbacks=compression.pruning_callbacks(), verbose=0)
+    ft = time.perf_counter() - t0
+    stripped = compression.strip(pruned)
+    after = _eval(stripped, ctx)
+    return {"before": before, "after": after, "finetune_seconds": ft,
+            "sparsity": compression.sparsity_report(stripped).to_dict(),
+            "sparsity_markdown": compression.sparsity_report(stripped).to_markdown(),
+            "size_dense": compression.model_size(dense), "size_pruned": compression.model_size(stripped)}
+
+
+def part_jp(ctx):
+    a = ctx["args"]
+    dense, _ = ctx["small_cnn"]()
+    before = _eval(dense, ctx)
+    x, y = ctx["train"]
+    xt, _ = ctx["test"]
+    dense_macs = compression.count_macs(dense, xt)
+    t0 = time.perf_counter()
+    res = compression.joint_prune(dense, x, y, weight_sparsity=0.8, activation_sparsity=0.6,
+                                  stages=a.jp_stages, epochs_per_stage=1, lr=5e-4, x_test=xt)
+    secs = time.perf_counter() - t0
+    after = _eval(res.model, ctx)
+    return {"before": before, "after": after, "seconds": secs, "weight_sparsity": 0.8,
+            "activation_sparsity_target": 0.6, "stages": a.jp_stages,
+            "dense_model_macs": dense_macs.to_dict(), "macs": res.macs.to_dict(),
+            "macs_markdown": res.macs.to_markdown(), "dense_macs_markdown": dense_macs.to_markdown(),
+            "thresholds": res.thresholds, "activation_sparsity": res.activation_sparsity}
+
+
+def part_lottery(ctx):
+    a = ctx["args"]
+    x, y = ctx["train"]
+    xt, yt = ctx["test"]
+    n = a.lottery_train
+    utils.set_seed(0)
+    model = models.lenet_300_100()
+    t0 = time.perf_counter()
+    res = compression.lottery_ticket(model, x[:n], y[:n], xt, yt, rounds=a.lottery_rounds, prune_rate=0.5,
+                                     epochs=a.lottery_epochs, seed=0)
+    return {"seconds": time.perf_counter() - t0, **res.to_dict(), "markdown": res.to_markdown()}
+
+
+PARTS = {"dc": part_dc, "prune": part_prune, "jp": part_jp, "lottery": part_lottery}
+
+
+def _ev_row(name, r):
+    b, a = r["before"], r["after"]
+    change = 100 * (a["accuracy"] - b["accuracy"])
+    return (f"| {name} | {b['accuracy']:.4f} | {a['accuracy']:.4f} | {change:+.2f} | "
+            f"{b['robust_accuracy']:.4f} | {a['robust_accuracy']:.4f} |")
+
+
+def render(results, args) -> str:
+    env = results.get("environment", {})
+    v = env.get("versions", {})
+    lines = [START, "", f"## Measured results ({results.get('measured_at', '?')})", "",
+             f"Fashion-MNIST, {results['train_examples']} training / {results['test_examples']} test images; "
+             f"Python {env.get('python')}, TF {v.get('tensorflow')}, tf_keras {v.get('tf-keras')}, "
+             f"TF-MOT {v.get('tensorflow-model-optimization')}, {env.get('cpu_count')} shared cores "
+             f"(load {env.get('loadavg_1_5_15')}). Robust accuracy: `tfrobust.evaluation.robust_accuracy`, "
+             f"preset `fast` (PGD-20), L-inf eps {args.eps}, first {args.robust_n} test images; the "
+             "models are not adversarially trained. Raw JSON: `docs/compression_results.json`. Re-run: "
+             "`.venv/bin/python -m benchmarks.compression`.", "",
+             "| step | accuracy before | after | change (points) | robust acc. before | after |",
+             "|---|---|---|---|---|---|"]
+    names = {"dc": "Deep Compression, LeNet-300-100", "prune": "TF-MOT 90% pruning, small CNN",
+             "jp": "JPnet joint pruning, small CNN"}
+    for key, name in names.items():
+        if key in results["parts"]:
+            lines.append(_ev_row(name, results["parts"][key]))
+    lines.append("")
+    if "dc" in results["parts"]:
+        r = results["parts"]["dc"]
+        rep = r["report"]
+        loss = 100 * (r["before"]["accuracy"] - r["after"]["accuracy"])
+        ok = rep["compression_ratio"] >= 40 and loss <= 1.0
+        lines += ["### Deep Compression (LeNet-300-100)", "",
+                  f"Dense training {args.dense_epochs} epochs; pruning {args.prune_epochs} epochs (cubic "
+                  f"ramp to per-layer sparsity {r['sparsity']}); k-means with linear init, index bits "
+                  f"{r['cluster_bits']}; "
+                  f"centroid fine-tuning {args.finetune_epochs} epoch(s); relative-index span "
+                  f"{r['gap_bits']} bits. The accuracy after is measured on a fresh model loaded from the "
+                  f"byte stream (decode exact: {r['decode_exact']}).", "",
+                  r["markdown"],
+                  f"Target >= 40x with <= 1 point loss: **{'met' if ok else 'missed'}** "
+                  f"({rep['compression_ratio']:.1f}x, {loss:+.2f} points lost).", ""]
+    if "prune" in results["parts"]:
+        r = results["parts"]["prune"]
+        loss = 100 * (r["before"]["accuracy"] - r["after"]["accuracy"])
+        sd, sp = r["size_dense"], r["size_pruned"]
+        lines += ["### Magnitude pruning to 90% (small CNN, TF-MOT)", "",
+                  f"Dense small CNN trained {args.cnn_epochs} epochs, then pruned with a polynomial schedule "
+                  f"(0 -> 90% over the first 60% of {args.finetune_cnn_epochs} fine-tuning epochs), "
+                  "stripped. "
+                  "Sparsity measured on the stripped kernels:", "", r["sparsity_markdown"],
+                  f"Size (.h5): dense {sd['raw_bytes']:,} B raw / {sd['gzip_bytes']:,} B gzip; pruned "
+                  f"{sp['raw_bytes']:,} B raw / {sp['gzip_bytes']:,} B gzip "
+                  f"({sd['gzip_bytes'] / sp['gzip_bytes']:.2f}x smaller gzipped; the raw file does not "
+                  "shrink).", "",
+                  f"Target <= 1 point loss: **{'met' if loss <= 1.0 else 'missed'}** "
+                  f"({loss:+.2f} points lost).", ""]
+    if "jp" in results["parts"]:
+        r = results["parts"]["jp"]
+        loss = 100 * (r["before"]["accuracy"] - r["after"]["accuracy"])
+        saved = r["macs"]["saved"]
+        lines += ["### JPnet joint pruning (small CNN)", "",
+                  f"Weight sparsity 80% (last layer dense), activation-sparsity target 60% per ReLU layer, "
+                  f"{r['stages']} stages of 1 fine-tuning epoch. MACs counted exactly on the "
+                  f"{results['test_examples']} test images (a MAC counts when both its weight and its input "
+                  "activation are non-zero). Dense model (ReLU zeros only):", "", r["dense_macs_markdown"],
+                  "Jointly pruned:", "", r["macs_markdown"],
+                  f"Thresholds: {', '.join(f'{k} {v:.4f}' for k, v in r['thresholds'].items())}; measured "
+                  f"activation sparsity after thresholding on the test set: "
+                  f"{', '.join(f'{k} {v:.1%}' for k, v in r['activation_sparsity'].items())}.", "",
+                  f"Target >= 70% MACs saved with <= 0.5 point loss: "
+                  f"**{'met' if saved >= 0.7 and loss <= 0.5 else 'missed'}** ({saved:.1%} saved, "
+                  f"{loss:+.2f} points lost).", ""]
+    if "lottery" in results["parts"]:
+        r = results["parts"]["lottery"]
+        c = r["config"]
+        lines += ["### Lottery tickets vs random re-initialisation (LeNet-300-100)", "",
+                  f"{c['train_examples']} training images, {c['epochs']} epochs per training, {c['rounds']} "
+                  f"rounds removing {c['prune_rate']:.0%} of the surviving weights per round (output layer "
+                  "half that), rewinding to the original initialisation; test accuracy on the full test set. "
+                  "Scratch-E: the same mask, fresh random init, same epochs; Scratch-B: same, "
+                  "ceil(E * min(2, 1/density)) epochs (Liu et al.).", "", r["markdown"]]
+    lines += [END]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="dc,prune,jp,lottery")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run writing to /tmp")
+    parser.add_argument("--train_n", type=int, default=None)
+    parser.add_argument("--eps", type=float, default=0.05)
+    parser.add_argument("--robust_n", type=int, default=500)
+    parser.add_argument("--dense_epochs", type=int, default=6)
+    parser.add_argument("--prune_epochs", type=int, default=4)
+    parser.add_argument("--finetune_epochs", type=int, default=2)
+    parser.add_argument("--cnn_epochs", type=int, default=4)
+    parser.add_argument("--finetune_cnn_epochs", type=int, default=3)
+    parser.add_argument("--jp_stages", type=int, default=3)
+    parser.add_argument("--lottery_train", type=int, default=10000)
+    parser.add_argument("--lottery_epochs", type=int, default=3)
+    parser.add_argument("--lottery_rounds", type=int, default=4)
+    parser.add_argument("--cache", default="docs/compression_results.json")
+    parser.add_argument("--doc", default="docs/compression.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.train_n, args.robust_n, args.dense_epochs, args.prune_epochs = 2000, 100, 1, 1
+        args.finetune_epochs = args.cnn_epochs = args.finetune_cnn_epochs = 1
+        args.jp_stages, args.lottery_train, args.lottery_epochs, args.lottery_rounds = 1, 1000, 1, 1
+        args.cache, args.doc = "/tmp/compression_results.json", "/tmp/compression.md"
+    train = data.load_dataset("fashion_mnist", "train", limit=args.train_n)
+    test = data.load_dataset("fashion_mnist", "test", limit=2000 if args.quick else None)
+    cache = Path(args.cache)
+    results = json.loads(cache.read_text()) if cache.exists() else {"parts": {}}
+    cnn = {}
+
+    def small_cnn():
+        if "model" not in cnn:
+            model, secs = _train_dense(models.small_cnn, ctx, args.cnn_epochs, 0)
+            cnn["model"], cnn["seconds"] = model, secs
+        clone = _compile(keras.models.clone_model(cnn["model"]))
+        clone.set_weights(cnn["model"].get_weights())
+        return clone, cnn["seconds"]
+
+    ctx = {"args": args, "train": train, "test": test, "small_cnn": small_cnn}
+    for part in args.parts.split(","):
+        if part in results["parts"]:
+            print(f"{part}: cached", flush=True)
+            continue
+        t0 = time.perf_counter()
+        results["parts"][part] = PARTS[part](ctx)
+        results["parts"][part]["part_seconds"] = round(time.perf_counter() - t0, 1)
+        results.update(environment=utils.environment(),
+                       measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                       train_examples=int(len(train[0])), test_examples=int(len(test[0])),
+                       settings=vars(args))
+        utils.atomic_write_json(cache, results)
+        print(f"{part}: done in {results['parts'][part]['part_seconds']} s", flush=True)
+    section = render(results, args)
+    doc = Path(args.doc)
+    text = doc.read_text() if doc.exists() else ""
+    if START in text and END in text:
+        text = text[:text.index(START)] + section + text[text.index(END) + len(END) + 1:]
+    else:
+        text = text + ("\n" if text else "") + section
+    utils.atomic_write_text(doc, text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+from conftest import Scale, compile_logits, tiny_cnn
+
+from tfrobust._keras import keras
+from tfrobust.compression import (
+    model_size,
+    prune,
+    pruning_callbacks,
+    save,
+    sparsity_report,
+    strip,
+    tfmot,
+    wrapped_layers,
+)
+
+KERNELS = ("conv1", "conv2", "fc1", "logits")
+
+
+def _fit_pruned(model, data, steps=1):
+    x, y = data
+    compile_logits(model)
+    model.fit(x[:32 * steps], y[:32 * steps], batch_size=32, epochs=1, callbacks=pruning_callbacks(),
+              verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def pruned_90(small_data):
+    dense = tiny_cnn()
+    return dense, _fit_pruned(prune(dense, 0.9, frequency=1), small_data)
+
+
+def _numpy_sparsity(model, name):
+    k = model.get_layer(name).kernel.numpy()
+    return np.mean(k == 0), k.size
+
+
+def test_pruning_reaches_requested_sparsity_per_layer_and_survives_save_load(pruned_90, small_data, tmp_path):
+    target = 0.9
+    _, pruned = pruned_90
+    stripped = strip(pruned)
+    assert wrapped_layers(stripped) == []
+    report = sparsity_report(stripped)
+    for name in KERNELS:
+        measured, size = _numpy_sparsity(stripped, name)
+        assert abs(measured - target) <= 1.0 / size + 1e-9, (name, measured)
+        assert report.by_layer()[name] == pytest.approx(measured)
+    info = save(stripped, tmp_path / "pruned.keras")
+    loaded = keras.models.load_model(info["path"])
+    for name in KERNELS:
+        np.testing.assert_array_equal(loaded.get_layer(name).kernel.numpy(),
+                                      stripped.get_layer(name).kernel.numpy())
+    assert sparsity_report(loaded).overall == pytest.approx(report.overall)
+    x = small_data[0][:16]
+    np.testing.assert_allclose(loaded(x).numpy(), pruned(x).numpy(), atol=1e-5)
+
+
+def test_wrapped_model_saves_and_loads_under_prune_scope(pruned_90, tmp_path):
+    _, pruned = pruned_90
+    with pytest.warns(UserWarning, match="strip"):
+        save(pruned, tmp_path / "wrapped.h5")
+    with tfmot().sparsity.keras.prune_scope():
+        loaded = keras.models.load_model(tmp_path / "wrapped.h5")
+    assert wrapped_layers(loaded) == wrapped_layers(pruned)
+    assert sparsity_report(loaded).by_layer() == pytest.approx(sparsity_report(pruned).by_layer())
+
+
+def test_report_measures_stripped_weights_of_a_wrapped_model(pruned_90):
+    _, pruned = pruned_90
+    assert sparsity_report(pruned).by_layer() == sparsity_report(strip(pruned)).by_layer()
+    assert sparsity_report(pruned).overall == pytest.approx(0.9, abs=0.01)
+
+
+def test_polynomial_schedule_ramps_to_target(small_data):
+    pruned = prune(tiny_cnn(), 0.8, schedule="polynomial", begin_step=0, end_step=3, frequency=1)
+    _fit_pruned(pruned, small_data, steps=4)
+    assert sparsity_report(pruned).by_layer()["fc1"] == pytest.approx(0.8, abs=1e-3)
+
+
+def test_two_four_structure_zeroes_two_of_every_four_input_channels(small_data):
+    stripped = strip(_fit_pruned(prune(tiny_cnn(), 0.5, structure="2:4", frequency=1), small_data))
+    for name in ("conv2", "fc1", "logits"):
+        k = stripped.get_layer(name).kernel.numpy()
+        k = k.reshape(-1, k.shape[-2], k.shape[-1])
+        groups = np.moveaxis(k, 1, -1).reshape(-1, 4)  # 4 consecutive input channels
+        assert np.all(np.sum(groups == 0, axis=1) >= 2), name
+
+
+def test_custom_layer_without_prunable_api_is_left_dense_with_warning(small_data):
+    model = tiny_cnn(custom=Scale(name="scale"))
+    with pytest.warns(UserWarning, match=r"scale \(Scale\)"):
+        pruned = prune(model, 0.5, frequency=1)
+    _fit_pruned(pruned, small_data)
+    stripped = strip(pruned)
+    assert np.all(stripped.get_layer("scale").get_weights()[0] != 0)
+    assert sparsity_report(stripped).by_layer()["fc1"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_prunable_custom_layer_is_pruned(small_data):
+    mot = tfmot()
+
+    class PrunableScale(Scale, mot.sparsity.keras.PrunableLayer):
+        def get_prunable_weights(self):
+            return [self.gain]
+
+    model = tiny_cnn(custom=PrunableScale(name="pscale"))
+    # distinct magnitudes (the "ones" init ties, and TF-MOT keeps ties)
+    model.get_layer("pscale").set_weights([np.linspace(0.5, 1.5, 8).astype(np.float32)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "left dense" warning
+        pruned = prune(model, 0.5, frequency=1)
+    _fit_pruned(pruned, small_data)
+    gain = strip(pruned).get_layer("pscale").get_weights()[0]
+    assert np.mean(gain == 0) == pytest.approx(0.5)
+
+
+def test_pruned_model_is_smaller_only_after_gzip_and_unstripped_warns(pruned_90):
+    dense, pruned = pruned_90
+    with pytest.warns(UserWarning, match="strip"):
+        wrapped_size = model_size(pruned)
+    stripped = strip(pruned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        small, big = model_size(stripped), model_size(dense)
+    assert wrapped_size["wrapped_layers"]
+    assert small["gzip_bytes"] < 0.5 * big["gzip_bytes"]
+    assert wrapped_size["raw_bytes"] > small["raw_bytes"]
+
+
+def test_keras3_model_is_refused():
+    import keras as keras3
+
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    with pytest.raises(TypeError, match="Keras 3"):
+        prune(model, 0.5)
+
+
+def test_subclassed_model_is_refused():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    net = Net()
+    net(np.zeros((1, 3), np.float32))
+    with pytest.raises(ValueError, match="subclassed"):
+        prune(net, 0.5)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"target_sparsity": 1.0}, "target_sparsity"),
+    ({"target_sparsity": -0.1}, "target_sparsity"),
+    ({"schedule": "cosine"}, "schedule"),
+    ({"schedule": "polynomial", "end_step": 0}, "end_step"),
+    ({"frequency": 0}, "frequency"),
+    ({"structure": "3:7"}, "structure"),
+    ({"structure": "2:4", "target_sparsity": 0.8}, "target_sparsity"),
+    ({"begin_step": -2}, "begin_step"),
+])
+def test_bad_arguments_raise(kwargs, fragment):
+    args = {"target_sparsity": 0.5, **kwargs}
+    with pytest.raises(ValueError, match=fragment):
+        prune(tiny_cnn(), **args)
+
+
+def test_tfmot_refused_without_legacy_keras_switch():
+    code = textwrap.dedent("""
+        import os
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        import tensorflow
+        from tfrobust.compression import prune, count_macs  # importing is fine: TF-MOT is lazy
+        import tf_keras as keras
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        try:
+            prune(m, 0.5)
+        except RuntimeError as e:
+            print("REFUSED", "TF_USE_LEGACY_KERAS" in str(e), "Received:" in str(e))
+        import sys
+        print("TFMOT_IMPORTED", "tensorflow_model_optimization" in sys.modules)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "REFUSED True True" in res.stdout, res.stderr[-2000:]
+    assert "TFMOT_IMPORTED False" in res.stdout

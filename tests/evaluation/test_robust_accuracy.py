@@ -1,0 +1,159 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrobust import attacks, evaluation
+from tfrobust._keras import keras
+
+
+@pytest.fixture(scope="module")
+def mlp_problem():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, size=(160, 8, 8, 1)).astype(np.float32)
+    y = np.argmax(x.reshape(160, 4, 16).mean(2), 1)
+    tf.random.set_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(4)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    return model, x, y
+
+
+def test_accuracy_matches_numpy(mlp_problem):
+    model, x, y = mlp_problem
+    expected = np.mean(np.argmax(model(x).numpy(), 1) == y)
+    assert evaluation.accuracy(model, x, y, batch_size=48) == pytest.approx(expected)
+    assert evaluation.accuracy(model, x, np.eye(4)[y], batch_size=1000) == pytest.approx(expected)
+    np.testing.assert_allclose(evaluation.predict_logits(model, x, batch_size=7), model(x).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluation.accuracy(model, x, y, batch_size=0)
+    with pytest.raises(ValueError, match="y"):
+        evaluation.accuracy(model, x, y[:-1])
+
+
+def test_fast_preset_report_is_consistent_and_serializable(mlp_problem):
+    model, x, y = mlp_problem
+    rep = evaluation.robust_accuracy(model, x, y, eps=0.03, preset="fast", batch_size=64)
+    assert rep.clean_accuracy == pytest.approx(evaluation.accuracy(model, x, y))
+    assert rep.robust_accuracy < rep.clean_accuracy
+    assert list(rep.per_attack) == ["pgd", "random-search"]
+    assert rep.per_attack["pgd"]["config"]["steps"] == 20
+    # the robust mask is exactly "correct on the adversarial example that was kept"
+    adv_ok = np.argmax(model(rep.adversarial).numpy(), 1) == y
+    np.testing.assert_array_equal(rep.robust_mask, adv_ok)
+    assert rep.robust_accuracy == pytest.approx(adv_ok.mean())
+    assert np.abs(rep.adversarial - x).max() <= 0.03 + 1e-6
+    d = json.loads(rep.to_json())
+    assert d["config"]["eps"] == 0.03 and d["config"]["preset"] == "fast" and d["warnings"] == []
+    md = rep.to_markdown()
+    assert "| pgd |" in md and f"{rep.robust_accuracy:.4f}" in md
+
+
+def test_standard_cascade_attacks_only_surviving_points(mlp_problem):
+    model, x, y = mlp_problem
+    rep = evaluation.robust_accuracy(model, x, y, eps=0.02, preset="standard", steps=10, batch_size=64)
+    ce, dlr = rep.per_attack["apgd-ce"], rep.per_attack["apgd-dlr"]
+    assert ce["attacked"] == round(rep.clean_accuracy * len(x))
+    assert dlr["attacked"] == ce["attacked"] - ce["broken"]
+    assert rep.robust_accuracy <= ce["robust_accuracy"] <= rep.clean_accuracy
+    full = evaluation.robust_accuracy(model, x, y, eps=0.02, preset="standard", steps=10, cascade=False,
+                                      batch_size=64)
+    assert full.per_attack["apgd-dlr"]["attacked"] == len(x) > dlr["attacked"]
+
+
+def test_eps_zero_gives_clean_accuracy(mlp_problem):
+    model, x, y = mlp_problem
+    rep = evaluation.robust_accuracy(model, x, y, eps=0.0, checks=False)
+    assert rep.robust_accuracy == rep.clean_accuracy
+
+
+def test_probability_outputs_are_flagged(mlp_problem):
+    model, x, y = mlp_problem
+    rep = evaluation.robust_accuracy(lambda t: tf.nn.softmax(model(t)), x[:64], y[:64], eps=0.02,
+                                     random_samples=0)
+    assert any("probabilities" in w and "logits" in w for w in rep.warnings)
+
+
+def test_randomness_is_flagged_and_adaptive_uses_eot(mlp_problem):
+    model, x, y = mlp_problem
+
+    def noisy(t):
+        return model(t + tf.random.uniform(tf.shape(t), -0.01, 0.01))
+
+    rep = evaluation.robust_accuracy(noisy, x[:64], y[:64], eps=0.02, random_samples=0)
+    assert any("identical calls" in w and "adaptive" in w for w in rep.warnings)
+    rep = evaluation.robust_accuracy(noisy, x[:64], y[:64], eps=0.02, preset="adaptive", steps=5,
+                                     eot_samples=3, random_samples=0)
+    assert rep.config["eot_samples"] == 3 and any("stochastic = True" in w for w in rep.warnings)
+
+
+@keras.utils.register_keras_serializable(package="tfrobust_tests")
+class Step(keras.layers.Layer):
+    gradient_masking = True
+
+    def call(self, inputs):
+        return attacks.bpda(tf.cast(inputs > 0.5, inputs.dtype), lambda: tf.sigmoid(10.0 * (inputs - 0.5)))
+
+
+class Undeclared(keras.layers.Layer):
+    def call(self, inputs):
+        return tf.cast(inputs > 0.5, inputs.dtype)
+
+
+def _threshold_model(layer):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.3, 0.7, size=(128, 4, 4, 1)).astype(np.float32)
+    y = (np.round(x).reshape(128, -1)[:, :8].sum(1) > 4).astype(np.int64)
+    tf.random.set_seed(0)
+    model = keras.Sequential([keras.Input((4, 4, 1)), layer, keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adam(0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=40, batch_size=64, verbose=0)
+    return model, x, y
+
+
+def test_masked_gradients_are_flagged_and_random_search_beats_pgd():
+    model, x, y = _threshold_model(Undeclared())
+    rep = evaluation.robust_accuracy(model, x, y, eps=0.25, preset="fast", random_samples=20)
+    assert any("all-zero input gradient" in w and "BPDA" in w for w in rep.warnings)
+    assert rep.per_attack["random-search"]["broken"] > 0  # PGD only moved by its random start
+    assert any("gradient-free attack" in w for w in rep.warnings)
+
+
+def test_adaptive_preset_uses_bpda_for_declared_layers():
+    model, x, y = _threshold_model(Step())
+    kw = dict(eps=0.25, steps=10, random_samples=0)
+    standard = evaluation.robust_accuracy(model, x, y, preset="standard", **kw)
+    adaptive = evaluation.robust_accuracy(model, x, y, preset="adaptive", **kw)
+    assert adaptive.config["bpda"] is True and standard.config["bpda"] is False
+    assert any("preset='adaptive'" in w for w in standard.warnings)
+    assert adaptive.robust_accuracy < standard.robust_accuracy - 0.3
+
+
+@pytest.mark.parametrize("kwargs, error, fragment", [
+    (dict(preset="strong"), ValueError, "preset"),
+    (dict(eps=-0.1), ValueError, "eps"),
+    (dict(norm="l1"), ValueError, "norm"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(steps=0), ValueError, "steps"),
+    (dict(eot_samples=0), ValueError, "eot_samples"),
+    (dict(seed=None), ValueError, "seed"),
+    (dict(cascade="yes"), TypeError, "cascade"),
+])
+def test_bad_arguments_raise(mlp_problem, kwargs, error, fragment):
+    model, x, y = mlp_problem
+    with pytest.raises(error, match=fragment):
+        evaluation.robust_accuracy(model, x, y, **{"eps": 0.1, **kwargs})
+
+
+def test_bad_data_raise(mlp_problem):
+    model, x, y = mlp_problem
+    with pytest.raises(ValueError, match="y"):
+        evaluation.robust_accuracy(model, x, y[:-1], eps=0.1)
+    with pytest.raises(TypeError, match="uint8"):
+        evaluation.robust_accuracy(model, (x * 255).astype(np.uint8), y, eps=0.1)
+    with pytest.raises(ValueError, match="clip_min"):
+        evaluation.robust_accuracy(model, x * 255, y, eps=0.1)

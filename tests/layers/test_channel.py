@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrobust._keras import keras
+from tfrobust.layers import (
+    ChannelActivationSuppressing,
+    ChannelImportanceFeatureSelection,
+    label_conditioned_pair,
+)
+from tfrobust.testing import layer_test
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_cas_uses_the_label_in_training_and_the_prediction_at_test(rng):
+    f = rng.uniform(size=(3, 2, 2, 4)).astype("float32")
+    y = np.array([0, 1, 2])
+    layer = ChannelActivationSuppressing(num_classes=3, beta=2.0)
+    layer.build(f.shape)
+    m = rng.normal(size=(4, 3)).astype("float32")
+    layer.set_weights([m])
+    gap = f.mean(axis=(1, 2))
+    logits = gap @ m
+    pred = logits.argmax(axis=1)
+    train_out = layer([f, y], training=True).numpy()
+    np.testing.assert_allclose(train_out, f * m.T[y][:, None, None, :], rtol=1e-5)
+    ce = -np.log(softmax(logits)[np.arange(3), y]).mean()
+    assert float(sum(layer.losses)) == pytest.approx(2.0 * ce, rel=1e-5)
+    test_out = layer(f, training=False).numpy()
+    np.testing.assert_allclose(test_out, f * m.T[pred][:, None, None, :], rtol=1e-5)
+    # Labels given at inference are ignored: the defense never sees the truth at test time.
+    np.testing.assert_allclose(layer([f, y], training=False).numpy(), test_out, rtol=1e-6)
+
+
+def test_cifs_mask_is_softmax_of_top2_probe_gradients(rng):
+    f = rng.uniform(size=(2, 3, 3, 5)).astype("float32")
+    layer = ChannelImportanceFeatureSelection(num_classes=4, mask_scale=2.0)
+    layer.build(f.shape)
+    m = rng.normal(size=(5, 4)).astype("float32")
+    b = rng.normal(size=(4,)).astype("float32")
+    layer.set_weights([m, b])
+    logits = f.mean(axis=(1, 2)) @ m + b
+    top2 = np.argsort(-logits, axis=1)[:, :2]
+    # Linear probe on GAP: d logit_c / d f_k(i,j) = M[k, c] / HW, summed over positions -> M[k, c].
+    relevance = m.T[top2[:, 0]] + m.T[top2[:, 1]]
+    expected = f * (2.0 * softmax(relevance))[:, None, None, :]
+    np.testing.assert_allclose(layer(f, training=False).numpy(), expected, rtol=1e-4, atol=1e-6)
+    y = np.array([3, 3])
+    second = np.argsort(-(logits - 1e9 * np.eye(4)[y]), axis=1)[:, 0]
+    relevance_train = m.T[y] + m.T[second]
+    expected_train = f * (2.0 * softmax(relevance_train))[:, None, None, :]
+    np.testing.assert_allclose(layer([f, y], training=True).numpy(), expected_train, rtol=1e-4, atol=1e-6)
+    assert len(layer.losses) == 1
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (ChannelActivationSuppressing, {"num_classes": 3}),
+    (ChannelImportanceFeatureSelection, {"num_classes": 3, "probe": "nonlinear", "hidden": 4}),
+])
+def test_channel_layers_pass_the_harness(cls, kwargs):
+    res = layer_test(cls, kwargs, input_shape=(2, 4, 4, 6), tflite_atol=1e-4)
+    assert "TOPK_V2" not in res.tflite_ops
+
+
+def test_label_conditioned_pair_shares_weights_and_trains(fashion_test):
+    x, y = fashion_test[0][:256], fashion_test[1][:256]
+    conv = keras.layers.Conv2D(8, 3, activation="relu")
+    cas = ChannelActivationSuppressing(10, beta=1.0)
+    pool, head = keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)
+
+    def build(inp, labels):
+        h = conv(inp)
+        h = cas([h, labels]) if labels is not None else cas(h)
+        return head(pool(h))
+
+    train_model, model = label_conditioned_pair(build, (28, 28, 1))
+    train_model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    hist = train_model.fit((x, y), y, epochs=2, batch_size=64, verbose=0)
+    assert hist.history["loss"][1] < hist.history["loss"][0]
+    assert {id(w) for w in model.weights} == {id(w) for w in train_model.weights}
+    assert model(x[:4]).shape == (4, 10)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: ChannelActivationSuppressing(num_classes=1), "num_classes"),
+    (lambda: ChannelActivationSuppressing(10, beta=-1.0), "beta"),
+    (lambda: ChannelImportanceFeatureSelection(10, probe="mlp"), "probe"),
+    (lambda: ChannelImportanceFeatureSelection(10, hidden=0), "hidden"),
+])
+def test_bad_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_three_inputs_are_refused():
+    layer = ChannelActivationSuppressing(3)
+    with pytest.raises(ValueError, match="features"):
+        layer.call([tf.zeros((1, 2, 2, 3))] * 3)

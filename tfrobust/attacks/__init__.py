@@ -1,0 +1,32 @@
+"""Attacks: pure functions over a ``model_fn`` (any callable mapping float images to logits).
+
+White-box: :func:`fgsm`, :func:`pgd` (L-inf / L2, restarts, early stop, targeted), :func:`apgd`
+(APGD-CE / APGD-DLR), :func:`lbfgs` (box-constrained L-BFGS). Gradient-free / black-box:
+:func:`one_pixel`, :func:`substitute_attack`. Adaptive: :func:`eot` for randomized models and
+:func:`bpda` / :func:`bpda_scope` for gradient-masking layers (the layer-declaration protocol is
+documented in ``tfrobust/attacks/_adaptive.py`` and ``docs/attacks.md``). The gradient attacks
+run as one compiled loop and can be called inside a ``tf.function`` train step.
+"""
+
+from tfrobust.attacks._adaptive import EOT, bpda, bpda_active, bpda_scope, eot, inspect_model
+from tfrobust.attacks._apgd import apgd
+from tfrobust.attacks._lbfgs import lbfgs
+from tfrobust.attacks._one_pixel import one_pixel
+from tfrobust.attacks._pgd import fgsm, pgd
+from tfrobust.attacks._substitute import SubstituteResult, substitute_attack
+
+__all__ = [
+    "EOT",
+    "SubstituteResult",
+    "apgd",
+    "bpda",
+    "bpda_active",
+    "bpda_scope",
+    "eot",
+    "fgsm",
+    "inspect_model",
+    "lbfgs",
+    "one_pixel",
+    "pgd",
+    "substitute_attack",
+]

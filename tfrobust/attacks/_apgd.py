@@ -1,0 +1,182 @@
+"""APGD-CE and APGD-DLR (Croce & Hein 2020): step-size-free PGD with momentum and checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from tfrobust.attacks import _common as C
+
+_ALPHA = 0.75  # momentum weight of the new step
+_RHO = 0.75  # fraction of successful steps below which the step size is halved
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations ``w_j = ceil(p_j * steps)`` at which APGD may halve its step size.
+
+    ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``.
+    """
+    p = [0.0, 0.22]
+    while p[-1] < 1.0:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    w = sorted({math.ceil(v * steps - 1e-9) for v in p if v <= 1.0})
+    return [v for v in w if 0 < v < steps]
+
+
+def _apgd_impl(model_fn, x, y, eps, steps, clip_min, clip_max, seed, *, norm, loss, targeted, restarts,
+               has_y, seed_given, n_steps, eot_samples):
+    if not has_y:
+        y = tf.argmax(C.forward(model_fn, x, eot_samples), axis=1, output_type=tf.int32)
+    n = tf.shape(x)[0]
+    shape_x = x.shape
+    ckpt = tf.constant(checkpoints(n_steps) or [n_steps + 1], tf.int32)
+    shape_n = tf.TensorShape([None])
+
+    def clip_project(z):
+        return tf.clip_by_value(x + C.project(z - x, eps, norm), clip_min, clip_max)
+
+    result = x
+    result_fooled = tf.zeros([n], tf.bool)
+    result_obj = tf.fill([n], -math.inf)
+    for r in range(restarts):
+        rseed = tf.stack([seed, tf.constant(1000 + r, seed.dtype)]) if seed_given else None
+        x0 = tf.clip_by_value(x + C.random_delta(x, eps, norm, rseed), clip_min, clip_max)
+        obj0, grad0, logits0 = C.loss_and_grad(model_fn, x0, y, loss, targeted, eot_samples)
+        fooled0 = C.fooled(logits0, y, targeted)
+        eta0 = tf.fill([n], 2.0) * eps  # initial step size 2 * eps
+
+        state = dict(
+            i=tf.constant(0), x_adv=x0, x_old=x0, grad=grad0, eta=eta0,
+            x_max=x0, grad_max=grad0, obj_max=obj0, obj_prev=obj0,
+            x_adv_best=x0, fooled=fooled0,
+            increases=tf.zeros([n]), since_ckpt=tf.constant(0), last_ckpt=tf.constant(0),
+            obj_max_at_ckpt=obj0, reduced_at_ckpt=tf.ones([n], tf.bool),
+        )
+        invariants = {k: (tf.TensorShape([]) if v.shape.rank == 0 else
+                          (shape_x if v.shape.rank == shape_x.rank and k not in ("eta",) else shape_n))
+                      for k, v in state.items()}
+
+        def body(s):
+            s = dict(s)
+            i = s["i"]
+            # Momentum step: z = P(x_k + eta dir(g)); x_{k+1} = P(x_k + a(z - x_k) + (1 - a)(x_k - x_{k-1}))
+            a = tf.where(i > 0, _ALPHA, 1.0)
+            eta_b = C.per_example(s["eta"], x)
+            z = clip_project(s["x_adv"] + eta_b * C.ascent_direction(s["grad"], norm))
+            x_new = clip_project(s["x_adv"] + a * (z - s["x_adv"]) + (1.0 - a) * (s["x_adv"] - s["x_old"]))
+            obj, grad, logits = C.loss_and_grad(model_fn, x_new, y, loss, targeted, eot_samples)
+            is_fooled = C.fooled(logits, y, targeted)
+            newly = is_fooled & ~s["fooled"]
+            s["x_adv_best"] = tf.where(C.per_example(newly, x), x_new, s["x_adv_best"])
+            s["fooled"] = s["fooled"] | is_fooled
+            s["increases"] = s["increases"] + tf.cast(obj > s["obj_prev"], tf.float32)
+            improved = obj > s["obj_max"]
+            imp_b = C.per_example(improved, x)
+            s["x_max"] = tf.where(imp_b, x_new, s["x_max"])
+            s["grad_max"] = tf.where(imp_b, grad, s["grad_max"])
+            s["obj_max"] = tf.where(improved, obj, s["obj_max"])
+            s["obj_prev"] = obj
+            s["x_old"] = s["x_adv"]
+            s["x_adv"] = x_new
+            s["grad"] = grad
+            step = i + 1
+            at_ckpt = tf.reduce_any(tf.equal(ckpt, step))
+
+            def checkpoint():
+                window = tf.cast(step - s["last_ckpt"], tf.float32)
+                cond1 = s["increases"] < _RHO * window
+                cond2 = ~s["reduced_at_ckpt"] & (s["obj_max_at_ckpt"] >= s["obj_max"])
+                halve = cond1 | cond2
+                h_b = C.per_example(halve, x)
+                return (tf.where(halve, s["eta"] / 2.0, s["eta"]),
+                        tf.where(h_b, s["x_max"], s["x_adv"]),
+                        tf.where(h_b, s["grad_max"], s["grad"]),
+                        tf.zeros_like(s["increases"]), step, s["obj_max"], halve)
+
+            def keep():
+                return (s["eta"], s["x_adv"], s["grad"], s["increases"], s["last_ckpt"],
+                        s["obj_max_at_ckpt"], s["reduced_at_ckpt"])
+
+            (s["eta"], s["x_adv"], s["grad"], s["increases"], s["last_ckpt"], s["obj_max_at_ckpt"],
+             s["reduced_at_ckpt"]) = tf.cond(at_ckpt, checkpoint, keep)
+            s["i"] = step
+            return (s,)
+
+        (final,) = tf.while_loop(lambda s: s["i"] < steps, body, (state,), shape_invariants=(invariants,))
+        # Per example: a misclassified iterate if one was found, else the highest-loss point.
+        x_out = tf.where(C.per_example(final["fooled"], x), final["x_adv_best"], final["x_max"])
+        if restarts == 1:
+            return x_out
+        better = (final["fooled"] & ~result_fooled) | (
+            (final["fooled"] == result_fooled) & (final["obj_max"] > result_obj))
+        result = tf.where(C.per_example(better, x), x_out, result)
+        result_obj = tf.where(better, final["obj_max"], result_obj)
+        result_fooled = result_fooled | final["fooled"]
+    return result
+
+
+def apgd(model_fn, x, y=None, *, eps, steps=100, norm="linf", loss="ce", restarts=1, targeted=False,
+         clip_min=0.0, clip_max=1.0, seed=None):
+    """Auto-PGD (Croce & Hein 2020): PGD with momentum and an automatic step-size schedule.
+
+    From a random start ``x_0`` and ``eta = 2 eps``, each iteration takes
+    ``z = P(x_k + eta * sign(grad L(x_k)))`` (``g / |g|_2`` for L2) and
+    ``x_{k+1} = P(x_k + 0.75 (z - x_k) + 0.25 (x_k - x_{k-1}))`` (no momentum on the first step),
+    where ``P`` projects onto the eps-ball and the clip range. At the checkpoints
+    ``w_j = ceil(p_j N)``, ``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``,
+    the per-example step size is halved and the iterate restarted from the best point found so far
+    when (1) the loss increased in fewer than ``0.75 (w_j - w_{j-1})`` of the last steps, or (2)
+    the step size was not halved at the previous checkpoint and the best loss has not improved
+    since. With ``loss="ce"`` this is APGD-CE; with ``loss="dlr"`` APGD-DLR, whose loss
+    ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` is invariant to shifts and rescaling of the
+    logits. Returns per example the first misclassified iterate found, else the highest-loss one.
+
+    Like :func:`~tfrobust.attacks.pgd` it is one ``tf.while_loop`` (cached ``tf.function`` when
+    eager, inlined in a graph). Cost: ``steps + 1`` forward+backward passes per restart.
+
+    Args:
+      model_fn: callable mapping float images to logits (wrap with :func:`eot` if random).
+      x: float images in ``[clip_min, clip_max]``.
+      y: labels [N] (or one-hot); None uses the model's predictions; target classes if targeted.
+      eps: radius of the ball (>= 0).
+      steps: iterations N (int >= 1; AutoAttack uses 100).
+      norm: ``"linf"`` or ``"l2"``.
+      loss: ``"ce"`` or ``"dlr"`` (``"margin"`` also accepted).
+      restarts: random restarts (int >= 1); per example the worst case is kept.
+      targeted: make the model predict ``y``.
+      clip_min: lower bound of valid inputs.
+      clip_max: upper bound of valid inputs.
+      seed: int for a reproducible random start, None for TF's global RNG.
+
+    Returns:
+      ``x_adv`` with ``x``'s shape and dtype, inside the eps-ball and the clip range.
+
+    Raises:
+      ValueError / TypeError: for a bad argument, naming it.
+
+    Example:
+      >>> x_adv = apgd(model, x, y, eps=8 / 255, loss="dlr")
+
+    References:
+      Croce & Hein, Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse
+      Parameter-free Attacks, ICML 2020, https://arxiv.org/abs/2003.01690
+    """
+    model_fn = C.check_model_fn(model_fn)
+    eps = C.check_scalar("eps", eps, minimum=0.0)
+    steps = C.check_int("steps", steps, minimum=1)
+    norm = C.check_choice("norm", norm, C.NORMS)
+    loss = C.check_choice("loss", loss, C.LOSSES)
+    restarts = C.check_int("restarts", restarts, minimum=1)
+    targeted = C.check_bool("targeted", targeted)
+    seed = C.check_seed(seed)
+    clip_min, clip_max = C.check_clip(clip_min, clip_max)
+    xw, yw, dtype = C.prepare_inputs(x, y, targeted=targeted, clip_min=clip_min, clip_max=clip_max)
+    static = dict(norm=norm, loss=loss, targeted=targeted, restarts=restarts, has_y=yw is not None,
+                  seed_given=seed is not None, n_steps=steps)
+    if yw is None:
+        yw = tf.zeros([0], tf.int32)
+    args = (xw, yw, tf.cast(eps, tf.float32), tf.constant(steps, tf.int32), tf.cast(clip_min, tf.float32),
+            tf.cast(clip_max, tf.float32), tf.constant(seed or 0, tf.int64))
+    x_adv = C.run(model_fn, "apgd", _apgd_impl, static, args)
+    return C.finalize(tf.convert_to_tensor(x), x_adv, eps, norm, clip_min, clip_max, dtype)

@@ -1,0 +1,387 @@
+"""Shared machinery of the gradient attacks: argument checks, losses, projections, compiled-loop cache.
+
+Every attack is written once as a graph-friendly function of tensors (``tf.while_loop``, no NumPy,
+no Python state). Called eagerly, the attack runs that function through a ``tf.function`` cached
+per ``model_fn`` and static configuration, so repeated calls never retrace; called inside a
+user's ``tf.function`` (an adversarial train step, a ``tf.distribute`` replica function) the same
+ops are simply inlined into the caller's graph.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import weakref
+
+import tensorflow as tf
+
+NORMS = ("linf", "l2")
+LOSSES = ("ce", "dlr", "margin")
+
+_FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+
+
+# ----------------------------------------------------------------------------- argument checks
+def check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}. "
+                         f"Received: {name}={value!r}")
+    return value
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
+
+
+def check_int(name, value, *, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_scalar(name, value, *, minimum=None, allow_tensor=True):
+    """A finite Python number (>= ``minimum``), or a scalar tensor (checked only when eager)."""
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        if not allow_tensor:
+            raise TypeError(f"`{name}` must be a Python number. Received: {name}={value!r}")
+        if value.shape.rank not in (None, 0):
+            raise ValueError(f"`{name}` must be a scalar. Received: {name} with shape {value.shape}")
+        if not value.dtype.is_floating and not value.dtype.is_integer:
+            raise TypeError(f"`{name}` must be a number. Received: {name} of dtype {value.dtype.name}")
+        if tf.executing_eagerly():
+            _check_number(name, float(value), minimum)
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}")
+    _check_number(name, float(value), minimum)
+    return float(value)
+
+
+def _check_number(name, v, minimum):
+    if not math.isfinite(v):
+        raise ValueError(f"`{name}` must be finite. Received: {name}={v!r}")
+    if minimum is not None and v < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}. Received: {name}={v!r}")
+
+
+def check_clip(clip_min, clip_max):
+    clip_min = check_scalar("clip_min", clip_min)
+    clip_max = check_scalar("clip_max", clip_max)
+    if isinstance(clip_min, float) and isinstance(clip_max, float) and clip_min > clip_max:
+        raise ValueError(f"`clip_min` must be <= `clip_max`. Received: clip_min={clip_min!r}, "
+                         f"clip_max={clip_max!r}")
+    return clip_min, clip_max
+
+
+def check_seed(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"`seed` must be None or a non-negative int. Received: seed={seed!r}")
+    return int(seed)
+
+
+def prepare_inputs(x, y, *, targeted, clip_min, clip_max):
+    """Validate and convert ``x`` (float images) and ``y`` (int labels [N] or one-hot [N, K]).
+
+    Returns ``(x_work, y_work, x_dtype)`` with ``x_work`` float32 and ``y_work`` int32 or None.
+    Value checks (NaN, range) run only eagerly: inside a graph they would cost a sync per call.
+    """
+    if isinstance(x, (tf.Tensor, tf.Variable)):
+        dtype = x.dtype
+    else:
+        try:
+            x = tf.convert_to_tensor(x)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"`x` must be a tensor or array of images. Received: x of type "
+                            f"{type(x).__name__}") from e
+        dtype = x.dtype
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            "`x` must hold floating-point images in [clip_min, clip_max]; integer images (uint8 "
+            "pixels) are refused because a perturbation of eps < 1 cannot be represented in them. "
+            "Convert first, e.g. `x = tf.cast(x, tf.float32) / 255.0`. "
+            f"Received: x.dtype={dtype.name}")
+    if x.shape.rank is not None and x.shape.rank < 2:
+        raise ValueError(f"`x` must be a batch [N, ...] of at least rank 2. Received: x.shape={x.shape}")
+    xw = tf.cast(x, tf.float32) if dtype != tf.float32 else tf.convert_to_tensor(x)
+    if tf.executing_eagerly():
+        if not bool(tf.reduce_all(tf.math.is_finite(xw))):
+            raise ValueError("`x` contains NaN or Inf values; attacks need finite images. "
+                             "Received: x with non-finite entries")
+        lo, hi = float(clip_min), float(clip_max)
+        x_lo, x_hi = (float(tf.reduce_min(xw)), float(tf.reduce_max(xw))) if int(tf.size(xw)) else (lo, hi)
+        if x_lo < lo - 1e-6 or x_hi > hi + 1e-6:
+            raise ValueError(
+                f"`x` must lie in [clip_min, clip_max] = [{lo}, {hi}] (e.g. images scaled to [0, 1] "
+                "with the default clip range). Received: x in "
+                f"[{x_lo}, {x_hi}]")
+    if y is None:
+        if targeted:
+            raise ValueError("`y` must give the target classes when targeted=True. Received: y=None")
+        return xw, None, dtype
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == 2:
+        if not (y.dtype.is_floating or y.dtype.is_integer):
+            raise TypeError(f"`y` must hold labels. Received: y.dtype={y.dtype.name}")
+        y = tf.argmax(y, axis=1, output_type=tf.int32)
+    elif y.shape.rank == 1:
+        if not y.dtype.is_integer:
+            raise TypeError("`y` must hold integer class indices [N] (or one-hot rows [N, K]). "
+                            f"Received: y.dtype={y.dtype.name}")
+        y = tf.cast(y, tf.int32)
+    elif y.shape.rank is not None:
+        raise ValueError("`y` must be class indices [N] or one-hot rows [N, K]. "
+                         f"Received: y.shape={y.shape}")
+    n_x, n_y = x.shape[0], y.shape[0]
+    if n_x is not None and n_y is not None and n_x != n_y:
+        raise ValueError(f"`y` must have one label per image in `x`. Received: y.shape={y.shape} "
+                         f"for x.shape={x.shape}")
+    return xw, y, dtype
+
+
+def finalize(x_orig, x_adv, eps, norm, clip_min, clip_max, dtype):
+    """Project once more in the caller's dtype, so the eps-ball and clip range hold exactly there."""
+    x_orig = tf.convert_to_tensor(x_orig)
+    if dtype != tf.float32:
+        x_adv = tf.cast(x_adv, dtype)
+    delta = project(x_adv - x_orig, _in_dtype(eps, dtype), norm)
+    return tf.clip_by_value(x_orig + delta, _in_dtype(clip_min, dtype), _in_dtype(clip_max, dtype))
+
+
+def _in_dtype(v, dtype):
+    # tf.cast(0.05, tf.float64) would round through float32 first; convert Python numbers directly.
+    return tf.cast(v, dtype) if isinstance(v, (tf.Tensor, tf.Variable)) else tf.constant(v, dtype)
+
+
+# ----------------------------------------------------------------------------- math helpers
+def _batch_shape(x):
+    """Shape [N, 1, 1, ...] to broadcast a per-example vector against ``x``."""
+    rank = x.shape.rank
+    if rank is not None:
+        return [-1] + [1] * (rank - 1)
+    return tf.concat([[-1], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+
+
+def per_example(v, x):
+    return tf.reshape(v, _batch_shape(x))
+
+
+def l2_norm(x, keepdims=True):
+    axes = list(range(1, x.shape.rank)) if x.shape.rank is not None else tf.range(1, tf.rank(x))
+    return tf.sqrt(tf.reduce_sum(tf.square(x), axis=axes, keepdims=keepdims))
+
+
+def project(delta, eps, norm):
+    """Project onto the eps-ball: ``clip(delta, -eps, eps)`` or ``delta * min(1, eps / |delta|_2)``."""
+    if norm == "linf":
+        return tf.clip_by_value(delta, -eps, eps)
+    n = l2_norm(delta)
+    factor = tf.minimum(tf.ones_like(n), eps / tf.maximum(n, 1e-12))
+    return delta * factor
+
+
+def ascent_direction(grad, norm):
+    """Steepest ascent direction of unit norm: ``sign(g)`` (L-inf) or ``g / |g|_2`` (L2)."""
+    if norm == "linf":
+        return tf.sign(grad)
+    return grad / tf.maximum(l2_norm(grad), 1e-12)
+
+
+def random_delta(x, eps, norm, seed):
+    """A random start: uniform in the L-inf ball, or uniform in the L2 ball (direction x radius)."""
+    shape = tf.shape(x)
+    if norm == "linf":
+        if seed is None:
+            u = tf.random.uniform(shape, -1.0, 1.0)
+        else:
+            u = tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+        return eps * u
+    if seed is None:
+        d = tf.random.normal(shape)
+        r = tf.random.uniform(shape[:1])
+    else:
+        d = tf.random.stateless_normal(shape, seed)
+        r = tf.random.stateless_uniform(shape[:1], seed + tf.constant([0, 7919], seed.dtype))
+    dim = tf.cast(tf.reduce_prod(shape[1:]), tf.float32)
+    radius = eps * tf.pow(r, 1.0 / dim)
+    return d / tf.maximum(l2_norm(d), 1e-12) * per_example(radius, x)
+
+
+# ----------------------------------------------------------------------------- losses
+def as_logits(out):
+    """Accept a tensor, or a 1-element list/tuple/dict (SavedModel signatures return dicts)."""
+    if isinstance(out, dict):
+        if len(out) != 1:
+            raise ValueError("`model_fn` must return a logits tensor [N, K]; it returned a dict with "
+                             f"keys {sorted(out)}. Received: model_fn output keys={sorted(out)}")
+        out = next(iter(out.values()))
+    if isinstance(out, (list, tuple)):
+        if len(out) != 1:
+            raise ValueError("`model_fn` must return one logits tensor [N, K]. "
+                             f"Received: model_fn output with {len(out)} tensors")
+        out = out[0]
+    out = tf.convert_to_tensor(out)
+    if out.shape.rank is not None and out.shape.rank != 2:
+        raise ValueError(f"`model_fn` must return logits of shape [N, K]. Received: output shape {out.shape}")
+    return tf.cast(out, tf.float32)
+
+
+def _top_other(logits, y):
+    """Largest logit among the classes other than ``y``."""
+    k = tf.shape(logits)[1]
+    mask = tf.one_hot(y, k, on_value=True, off_value=False)
+    return tf.reduce_max(tf.where(mask, tf.fill(tf.shape(logits), -math.inf), logits), axis=1)
+
+
+def _dlr_denominator(logits, targeted):
+    k = logits.shape[1]
+    need = 4 if targeted else 3
+    if k is not None and k < need:
+        raise ValueError(f"loss='dlr' needs at least {need} classes{' when targeted' if targeted else ''}. "
+                         f"Received: {k} logits")
+    top = tf.math.top_k(logits, k=need).values
+    if targeted:
+        return top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12
+    return top[:, 0] - top[:, 2] + 1e-12
+
+
+def objective(loss, logits, y, targeted):
+    """Per-example objective the attack *maximises*.
+
+    - ``ce``: ``CE(z, y)`` untargeted, ``-CE(z, t)`` targeted.
+    - ``margin`` (Carlini-Wagner): ``max_{i != y} z_i - z_y``; targeted ``z_t - max_{i != t} z_i``.
+    - ``dlr`` (Croce & Hein 2020): ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``; targeted
+      ``-(max_{i != t} z_i - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` with ``z_pi`` sorted descending.
+    """
+    if loss == "ce":
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        return -ce if targeted else ce
+    z_y = tf.gather(logits, y, axis=1, batch_dims=1)
+    other = _top_other(logits, y)
+    margin = (z_y - other) if targeted else (other - z_y)
+    if loss == "margin":
+        return margin
+    return margin / _dlr_denominator(logits, targeted)
+
+
+def fooled(logits, y, targeted):
+    pred = tf.argmax(logits, axis=1, output_type=tf.int32)
+    return tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
+
+
+def predict_labels(model_fn, x):
+    return tf.argmax(as_logits(model_fn(x)), axis=1, output_type=tf.int32)
+
+
+def loss_and_grad(model_fn, x, y, loss, targeted, eot_samples=1):
+    """Per-example objective, its gradient w.r.t. ``x`` (of the batch sum) and the logits.
+
+    With ``eot_samples > 1`` (a stochastic model under :func:`tfrobust.attacks.eot`) the objective
+    and the gradient are averages over that many forward passes (Athalye et al. 2018), and the
+    logits are averaged too.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total, logits_sum = None, None
+        for _ in range(eot_samples):
+            logits = as_logits(model_fn(x))
+            obj = objective(loss, logits, y, targeted)
+            total = obj if total is None else total + obj
+            logits_sum = logits if logits_sum is None else logits_sum + logits
+        if eot_samples > 1:
+            total = total / eot_samples
+            logits_sum = logits_sum / eot_samples
+        summed = tf.reduce_sum(total)
+    grad = tape.gradient(summed, x)
+    if grad is None:  # the output does not depend on x at all (e.g. a stop_gradient)
+        grad = tf.zeros_like(x)
+    return total, grad, logits_sum
+
+
+# ----------------------------------------------------------------------------- compiled-loop cache
+class _Cache:
+    """``tf.function``s per (model_fn, static config), held without keeping ``model_fn`` alive."""
+
+    def __init__(self):
+        self._by_owner = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def _owner_and_caller(model_fn):
+        owner = getattr(model_fn, "__self__", None)
+        func = getattr(model_fn, "__func__", None)
+        if owner is not None and func is not None:  # a bound method: key on its instance
+            ref = weakref.ref(owner)
+            return owner, func, (lambda x: func(ref(), x))
+        ref = weakref.ref(model_fn)
+        return model_fn, None, (lambda x: ref()(x))
+
+    def get(self, model_fn, key, build):
+        try:
+            owner, func, caller = self._owner_and_caller(model_fn)
+            table = self._by_owner.setdefault(owner, {})
+        except TypeError:  # not weak-referenceable: compile without caching
+            return build(model_fn)
+        full_key = (func, key)
+        fn = table.get(full_key)
+        if fn is None:
+            fn = build(caller)
+            table[full_key] = fn
+        return fn
+
+    def clear(self):
+        self._by_owner = weakref.WeakKeyDictionary()
+
+
+CACHE = _Cache()
+_BUILT = [0]
+
+
+def forward(model_fn, x, eot_samples=1):
+    """Logits, averaged over ``eot_samples`` forward passes for a stochastic model."""
+    logits = as_logits(model_fn(x))
+    for _ in range(eot_samples - 1):
+        logits = logits + as_logits(model_fn(x))
+    return logits / eot_samples if eot_samples > 1 else logits
+
+
+def run(model_fn, name, impl, static, args):
+    """Run ``impl(model_fn, *args, eot_samples=..., **static)`` compiled (eager) or inlined (graph).
+
+    An :class:`~tfrobust.attacks.EOT` wrapper is unwrapped here: the attack sees the inner model
+    and the number of samples, and averages objectives and gradients over the samples itself.
+    """
+    from tfrobust.attacks._adaptive import EOT, bpda_active
+
+    static = dict(static)
+    if isinstance(model_fn, EOT):
+        static["eot_samples"] = model_fn.samples
+        model_fn = model_fn.model_fn
+    else:
+        static["eot_samples"] = 1
+    if not tf.executing_eagerly():
+        return impl(model_fn, *args, **static)
+    # The batch dimension is left free in the signature: a smaller last batch never retraces.
+    signature = tuple(tf.TensorSpec([None, *a.shape[1:]] if a.shape.rank else [], a.dtype) for a in args)
+    key = (name, tuple(sorted(static.items())), bpda_active(), signature)
+
+    def build(caller):
+        def compiled(*a):
+            return impl(caller, *a, **static)
+
+        # tf.function counts traces per code object; a distinct one per configuration keeps its
+        # "frequent retracing" warning for real retracing, not for one trace of each configuration.
+        _BUILT[0] += 1
+        compiled.__code__ = compiled.__code__.replace(co_name=f"tfrobust_{name}_{_BUILT[0]}")
+        return tf.function(compiled, input_signature=signature)
+
+    return CACHE.get(model_fn, key, build)(*args)
+
+
+def check_model_fn(model_fn):
+    if not callable(model_fn):
+        raise TypeError("`model_fn` must be a callable mapping images [N, ...] to logits [N, K]. "
+                        f"Received: model_fn of type {type(model_fn).__name__}")
+    return model_fn

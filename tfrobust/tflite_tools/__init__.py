@@ -1,0 +1,75 @@
+"""Ship a model and re-check it on the deployed artefact: TFLite conversion, LiteRT and TFLite Micro
+runs, C-array export and deployment reports.
+
+* :func:`convert` - float / float16 / dynamic / int8 / binary .tflite, builtin ops only by default;
+* :class:`TFLiteModel` - a .tflite as a float-in, logits-out ``model_fn`` (LiteRT);
+* :func:`evaluate_deployed` - clean accuracy and transferred-attack accuracy on the .tflite;
+* :func:`tflm_check`, :func:`find_arena_size`, :func:`tflm_parity`, :func:`tflm_missing_ops` -
+  TFLite Micro: missing kernels with their layers, smallest arena, output parity with LiteRT;
+* :func:`export_c` - ``.h``/``.cc`` pair for firmware;
+* :func:`generate_c` / :func:`export_binary_c` / :func:`run_on_host` - bit-packed binary networks
+  as portable C99 (XNOR + popcount), and :func:`bake_binary_to_int8` for the stock int8 path;
+* :func:`model_report`, :func:`report_markdown` - size, gzip size, tensors, ops, arena, latency.
+"""
+
+from tfrobust.tflite_tools._binary_int8 import (
+    bake_binary_to_int8,
+    binary_weight_report,
+    unit_binary_weights,
+)
+from tfrobust.tflite_tools._bitpack import (
+    BinaryCProgram,
+    HostRun,
+    export_binary_c,
+    generate_c,
+    pack_bits,
+    run_on_host,
+    unpack_bits,
+)
+from tfrobust.tflite_tools._convert import MODES, UnsupportedOp, UnsupportedOpsError, convert
+from tfrobust.tflite_tools._evaluate import DeployedEvaluation, evaluate_deployed
+from tfrobust.tflite_tools._export import export_c
+from tfrobust.tflite_tools._micro import (
+    ArenaSearch,
+    MissingOp,
+    TFLMCheck,
+    find_arena_size,
+    run_tflm,
+    tflm_check,
+    tflm_missing_ops,
+    tflm_parity,
+)
+from tfrobust.tflite_tools._report import measure_latency, model_report, report_markdown
+from tfrobust.tflite_tools._runtime import TFLiteModel
+
+__all__ = [
+    "BinaryCProgram",
+    "HostRun",
+    "bake_binary_to_int8",
+    "binary_weight_report",
+    "export_binary_c",
+    "generate_c",
+    "pack_bits",
+    "run_on_host",
+    "unit_binary_weights",
+    "unpack_bits",
+    "MODES",
+    "ArenaSearch",
+    "DeployedEvaluation",
+    "MissingOp",
+    "TFLMCheck",
+    "TFLiteModel",
+    "UnsupportedOp",
+    "UnsupportedOpsError",
+    "convert",
+    "evaluate_deployed",
+    "export_c",
+    "find_arena_size",
+    "measure_latency",
+    "model_report",
+    "report_markdown",
+    "run_tflm",
+    "tflm_check",
+    "tflm_missing_ops",
+    "tflm_parity",
+]

@@ -1,0 +1,200 @@
+"""The trainer base class: a ``keras.Model`` that wraps a user model and owns its ``train_step``.
+
+Everything Keras users rely on keeps working because the trainer *is* a Keras model: ``compile``,
+``fit``, ``evaluate``, ``predict``, callbacks (ModelCheckpoint, BackupAndRestore, TensorBoard,
+EarlyStopping), compiled metrics and ``tf.distribute`` strategies. What gets saved is the wrapped
+model: ``trainer.save(path)`` (which ModelCheckpoint calls) and :meth:`Trainer.save_inner` write
+``trainer.model``, a plain Keras model that loads without tfrobust.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfrobust._keras import check_tf_keras_model, keras
+from tfrobust.trainers._agc import adaptive_clip_gradients, check_agc_args
+
+
+def num_replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def average_loss(per_example, sample_weight=None):
+    """Mean over the *global* batch, the reduction ``tf.distribute`` needs for summed gradients."""
+    per_example = tf.convert_to_tensor(per_example)
+    if sample_weight is not None:
+        sample_weight = tf.cast(tf.reshape(sample_weight, [-1]), per_example.dtype)
+    return tf.nn.compute_average_loss(per_example, sample_weight=sample_weight)
+
+
+def hard_labels(y):
+    """Class indices from sparse ``[N]`` or one-hot/soft ``[N, K]`` labels (int32)."""
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == 2:
+        return tf.argmax(y, axis=-1, output_type=tf.int32)
+    return tf.cast(tf.reshape(y, [-1]), tf.int32)
+
+
+@keras.utils.register_keras_serializable(package="tfrobust")
+class Trainer(keras.Model):
+    """Train a wrapped model with ``fit``; the base class trains on the plain task loss.
+
+    Subclasses override :meth:`prepare_batch` (work done *outside* the gradient tape, e.g. crafting
+    adversarial examples) and :meth:`batch_loss` (the objective, inside the tape). The base class
+    adds the model's regularisation losses, optional adaptive gradient clipping and the metrics.
+
+    The task loss is the loss given to ``compile`` or, when none is given, cross-entropy on logits
+    (sparse for ``[N]`` labels, categorical for one-hot/soft ``[N, K]`` labels such as mixup's). A
+    compiled loss must take logits (``from_logits=True``): tfrobust models return logits.
+
+    Args:
+      model: the tf_keras model to train (returns logits).
+      agc_clipping: lambda of :func:`adaptive_clip_gradients`; None disables AGC.
+      agc_eps: weight-norm floor of AGC.
+      agc_exclude: substrings of variable names AGC leaves alone (the paper excludes the final
+        classifier, e.g. ``("logits",)`` for tfrobust models).
+      name: Keras name (default ``"<model name>_trainer"``).
+
+    Example:
+      >>> trainer = Trainer(tfrobust.models.small_cnn(), agc_clipping=0.04)  # doctest: +SKIP
+      >>> trainer.compile(optimizer="adam", metrics=["accuracy"])  # doctest: +SKIP
+      >>> trainer.fit(train_ds, epochs=2)  # doctest: +SKIP
+      >>> trainer.save_inner("model.keras")  # doctest: +SKIP
+    """
+
+    def __init__(self, model, *, agc_clipping: float | None = None, agc_eps: float = 1e-3,
+                 agc_exclude=(), name: str | None = None, **kwargs):
+        check_tf_keras_model(model)
+        if agc_clipping is not None:
+            check_agc_args(agc_clipping, agc_eps)
+        if isinstance(agc_exclude, str) or not all(isinstance(s, str) for s in agc_exclude):
+            raise TypeError(f"`agc_exclude` must be a list of strings. Received: agc_exclude={agc_exclude!r}")
+        super().__init__(name=name or f"{model.name}_trainer", **kwargs)
+        self.model = model
+        self.agc_clipping = agc_clipping
+        self.agc_eps = agc_eps
+        self.agc_exclude = tuple(agc_exclude)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self._sparse_ce = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE)
+        self._dense_ce = keras.losses.CategoricalCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE)
+
+    # ------------------------------------------------------------------ Keras plumbing
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    def extra_metrics(self) -> list:
+        """Metrics a subclass reports besides the loss and the compiled metrics."""
+        return []
+
+    @property
+    def metrics(self):
+        # The compiled loss's own tracker is replaced by `loss_tracker`: an objective such as
+        # alpha * J(x) + (1 - alpha) * J(x_adv) calls the task loss twice per step.
+        out = [self.loss_tracker]
+        compiled = getattr(self, "compiled_metrics", None)
+        if compiled is not None:
+            out += compiled.metrics
+        return out + self.extra_metrics()
+
+    def task_loss(self, y, logits, sample_weight=None):
+        """The task loss as a scalar, scaled for ``tf.distribute`` (sum of replica gradients)."""
+        if getattr(self, "loss", None):  # compile() stores `loss or {}`
+            return self.compiled_loss(y, logits, sample_weight)
+        y = tf.convert_to_tensor(y)
+        per_example = self._dense_ce(y, logits) if y.shape.rank == 2 else self._sparse_ce(y, logits)
+        return average_loss(per_example, sample_weight)
+
+    def regularization_loss(self):
+        if not self.model.losses:
+            return tf.constant(0.0)
+        return tf.add_n([tf.cast(v, tf.float32) for v in self.model.losses]) / num_replicas()
+
+    def logits_fn(self, x):
+        """The wrapped model in inference mode: the ``model_fn`` handed to attacks."""
+        return self.model(x, training=False)
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def prepare_batch(self, x, y, sample_weight):
+        """Work done before the gradient tape opens (e.g. attacks); returns a dict for batch_loss."""
+        del x, y, sample_weight
+        return {}
+
+    def batch_loss(self, x, y, sample_weight, extras):
+        """Return ``(loss, logits_for_metrics, logs)`` computed inside the gradient tape."""
+        del extras
+        logits = self.model(x, training=True)
+        return self.task_loss(y, logits, sample_weight), logits, {}
+
+    def update_extra_metrics(self, y, logs):
+        del y, logs
+
+    # ------------------------------------------------------------------ steps
+    def _clip(self, grads, variables):
+        if self.agc_clipping is None:
+            return grads
+        idx = [i for i, v in enumerate(variables) if not any(s in v.name for s in self.agc_exclude)]
+        clipped = adaptive_clip_gradients([grads[i] for i in idx], [variables[i] for i in idx],
+                                          clipping=self.agc_clipping, eps=self.agc_eps)
+        grads = list(grads)
+        for i, g in zip(idx, clipped):
+            grads[i] = g
+        return grads
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        extras = self.prepare_batch(x, y, sample_weight)
+        with tf.GradientTape() as tape:
+            loss, logits, logs = self.batch_loss(x, y, sample_weight, extras)
+            total = loss + self.regularization_loss()
+        variables = self.model.trainable_variables
+        grads = self._clip(tape.gradient(total, variables), variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return self._finish(total, y, logits, sample_weight, logs)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        logits = self.model(x, training=False)
+        loss, logs = self.evaluation_step(x, y, logits, sample_weight)
+        total = loss + self.regularization_loss()
+        return self._finish(total, y, logits, sample_weight, logs)
+
+    def evaluation_step(self, x, y, logits, sample_weight):
+        """``(loss, logs)`` of ``test_step``: default the clean task loss and no extra logs."""
+        del x
+        return self.task_loss(y, logits, sample_weight), {}
+
+    def _finish(self, total, y, logits, sample_weight, logs):
+        # `total` was divided by the replica count for the gradient sum; undo it for the metric.
+        self.loss_tracker.update_state(total * num_replicas())
+        if getattr(self, "compiled_metrics", None) is not None:
+            self.compiled_metrics.update_state(y, logits, sample_weight)
+        self.update_extra_metrics(y, logs)
+        return {m.name: m.result() for m in self.metrics}
+
+    # ------------------------------------------------------------------ saving
+    def save(self, filepath, *args, **kwargs):
+        """Save the *wrapped* model (what ModelCheckpoint and users want to deploy)."""
+        return self.model.save(filepath, *args, **kwargs)
+
+    def save_inner(self, path):
+        """Atomically save the wrapped model to ``path`` (``.keras``, ``.h5`` or a SavedModel folder)."""
+        from tfrobust.utils import atomic_save_model
+
+        return atomic_save_model(self.model, path)
+
+    def get_config(self):
+        return {
+            "model": keras.saving.serialize_keras_object(self.model),
+            "agc_clipping": self.agc_clipping,
+            "agc_eps": self.agc_eps,
+            "agc_exclude": list(self.agc_exclude),
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
+        return cls(model, **config)

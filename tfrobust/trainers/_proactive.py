@@ -1,0 +1,468 @@
+"""Round-based retraining loops around ``fit``: proactive defense and feedback learning.
+
+Both loops checkpoint after every round (model weights, optimizer state and the report so far)
+into ``directory``; calling :meth:`run` again with the same directory resumes after the last
+finished round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfrobust._keras import check_tf_keras_model
+from tfrobust.utils import atomic_write_json
+
+# ----------------------------------------------------------------------------- attacks
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """A named L-inf attack configuration callable as ``spec(model_fn, x, y) -> x_adv``.
+
+    ``name`` is ``"fgsm"`` or ``"pgd"``; PGD uses ``steps`` steps of ``step_size`` (default
+    ``2.5 * eps / steps``) from a uniform random start.
+    """
+
+    name: str
+    eps: float
+    steps: int = 10
+    step_size: float | None = None
+
+    def __post_init__(self):
+        if self.name not in ("fgsm", "pgd"):
+            raise ValueError(f"`name` must be 'fgsm' or 'pgd'. Received: name={self.name!r}")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, numbers.Real) or self.eps < 0:
+            raise ValueError(f"`eps` must be a number >= 0. Received: eps={self.eps!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"`steps` must be an int >= 1. Received: steps={self.steps!r}")
+
+    def __call__(self, model_fn, x, y):
+        from tfrobust import attacks
+
+        if self.name == "fgsm":
+            return attacks.fgsm(model_fn, x, y, eps=self.eps)
+        step = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        return attacks.pgd(model_fn, x, y, eps=self.eps, step_size=step, steps=self.steps)
+
+    def describe(self) -> str:
+        if self.name == "fgsm":
+            return f"FGSM eps={self.eps:g}"
+        step = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        return f"PGD-{self.steps} eps={self.eps:g} step={step:.4g}"
+
+
+def _as_attack(value, argument):
+    if isinstance(value, AttackSpec):
+        return value
+    if isinstance(value, dict):
+        return AttackSpec(**value)
+    raise TypeError(f"`{argument}` must be an AttackSpec or a dict of its fields. "
+                    f"Received: {argument}={value!r}")
+
+
+def attack_dataset(attack, model, x, y, *, batch_size: int = 256) -> np.ndarray:
+    """Run ``attack`` over arrays ``(x, y)`` in batches; returns the adversarial images (NumPy)."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = tf.convert_to_tensor(x[i:i + batch_size])
+        yb = tf.convert_to_tensor(np.asarray(y[i:i + batch_size]).astype(np.int32))
+        out.append(attack(model, xb, yb).numpy())
+    return np.concatenate(out, axis=0) if out else np.zeros_like(x)
+
+
+def _predict(model, x, batch_size=512):
+    preds = []
+    for i in range(0, len(x), batch_size):
+        logits = model(tf.convert_to_tensor(x[i:i + batch_size]), training=False)
+        preds.append(np.argmax(logits.numpy(), axis=1))
+    return np.concatenate(preds) if preds else np.zeros([0], np.int64)
+
+
+def accuracy_under(attack, model, x, y, *, batch_size: int = 256) -> float:
+    """Accuracy of ``model`` on ``attack``'s examples of ``(x, y)`` (clean accuracy when attack is None)."""
+    x_eval = x if attack is None else attack_dataset(attack, model, x, y, batch_size=batch_size)
+    return float(np.mean(_predict(model, x_eval) == np.asarray(y)))
+
+
+# ----------------------------------------------------------------------------- checkpointing
+
+
+class _RoundLoop:
+    """Per-round checkpoint (weights + optimizer) and JSON state, resumable."""
+
+    kind = "rounds"
+
+    def __init__(self, model, *, rounds, epochs_per_round, batch_size, directory, seed, verbose):
+        check_tf_keras_model(model)
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError("`model` must be compiled (it is trained with fit). "
+                             "Received: an uncompiled model")
+        for name, value, minimum in (("rounds", rounds, 1), ("epochs_per_round", epochs_per_round, 1),
+                                     ("batch_size", batch_size, 1), ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
+        self.model = model
+        self.rounds = rounds
+        self.epochs_per_round = epochs_per_round
+        self.batch_size = batch_size
+        self.seed = seed
+        self.verbose = verbose
+        self.directory = None if directory is None else Path(directory)
+        self._ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        self._manager = None
+        if self.directory is not None:
+            self._manager = tf.train.CheckpointManager(self._ckpt, str(self.directory / "ckpt"),
+                                                       max_to_keep=2)
+
+    @property
+    def inner(self):
+        """The model that is saved/deployed (a trainer's wrapped model, else the model itself)."""
+        from tfrobust.trainers._base import Trainer
+
+        return self.model.model if isinstance(self.model, Trainer) else self.model
+
+    def _state_path(self):
+        return self.directory / "state.json"
+
+    def _load(self) -> dict | None:
+        if self._manager is None or not self._state_path().exists():
+            return None
+        state = json.loads(self._state_path().read_text())
+        if state.get("kind") != self.kind:
+            raise ValueError(f"`directory` holds a {state.get('kind')!r} run, not {self.kind!r}. "
+                             f"Received: directory={str(self.directory)!r}")
+        ckpt = state.get("checkpoint")
+        if ckpt is None:
+            return None
+        self._ckpt.restore(ckpt).expect_partial()
+        return state
+
+    def _save(self, state: dict) -> None:
+        if self._manager is None:
+            return
+        # Checkpoint first, then the state that points at it: a crash in between leaves the
+        # previous (consistent) state in place.
+        state["checkpoint"] = self._manager.save()
+        state["kind"] = self.kind
+        atomic_write_json(self._state_path(), state)
+
+    def _fit(self, x, y, round_index):
+        from tfrobust.data import as_tf_dataset
+
+        ds = as_tf_dataset(x, y, batch_size=self.batch_size, shuffle=True, seed=self.seed + round_index)
+        hist = self.model.fit(ds, epochs=self.epochs_per_round, verbose=self.verbose)
+        return float(hist.history["loss"][-1])
+
+
+# ----------------------------------------------------------------------------- proactive defense
+
+
+class ProactiveDefense(_RoundLoop):
+    """Find the model's holes with attack A and patch them, round after round (design note 001).
+
+    ::
+
+        train on X
+        for t = 1..T:
+            X'_t = {(A(x_n), y_n)}  for every training example (attack A on the current model)
+            retrain on X + X'_t      (adversarial examples keep their true labels)
+            report clean accuracy, accuracy under A, and under an attack B never used in training
+
+    Retraining changes the model, so new holes appear: that is why the loop repeats. The report
+    shows whether robustness carries over to the unseen attack B.
+
+    Args:
+      model: a *compiled* tf_keras model or trainer (trained with ``fit``).
+      attack: attack A (:class:`AttackSpec` or dict), used to augment the training set.
+      holdout_attack: attack B (never used for training), only evaluated.
+      rounds: T.
+      epochs_per_round: ``fit`` epochs per round (and for the initial training).
+      batch_size: training batch size.
+      attack_batch_size: batch size when attacking the training/test sets.
+      directory: checkpoint folder (None: no checkpoints); rerunning resumes.
+      pretrained: skip the initial training on X (the model is already trained).
+      seed: shuffle seed.
+      verbose: ``fit`` verbosity.
+
+    Example:
+      >>> loop = ProactiveDefense(model, attack=AttackSpec("fgsm", eps=0.1),  # doctest: +SKIP
+      ...                         holdout_attack=AttackSpec("pgd", eps=0.1), rounds=3, directory="run")
+      >>> report = loop.run(x_train, y_train, x_test, y_test)  # doctest: +SKIP
+    """
+
+    kind = "proactive"
+
+    def __init__(self, model, *, attack, holdout_attack, rounds: int = 3, epochs_per_round: int = 1,
+                 batch_size: int = 128, attack_batch_size: int = 256, directory=None,
+                 pretrained: bool = False, seed: int = 0, verbose=0):
+        super().__init__(model, rounds=rounds, epochs_per_round=epochs_per_round, batch_size=batch_size,
+                         directory=directory, seed=seed, verbose=verbose)
+        self.attack = _as_attack(attack, "attack")
+        self.holdout_attack = _as_attack(holdout_attack, "holdout_attack")
+        self.attack_batch_size = attack_batch_size
+        self.pretrained = bool(pretrained)
+
+    def _measure(self, t, x_test, y_test, train_loss, seconds):
+        m = self.inner
+        return {
+            "round": t,
+            "train_loss": train_loss,
+            "clean_accuracy": accuracy_under(None, m, x_test, y_test),
+            "attack_accuracy": accuracy_under(self.attack, m, x_test, y_test,
+                                              batch_size=self.attack_batch_size),
+            "holdout_accuracy": accuracy_under(self.holdout_attack, m, x_test, y_test,
+                                               batch_size=self.attack_batch_size),
+            "seconds": round(seconds, 2),
+        }
+
+    def run(self, x, y, x_test, y_test) -> dict:
+        """Run (or resume) the loop; returns ``{"attack", "holdout_attack", "rounds": [rows]}``.
+
+        Row ``round = 0`` is the model before any adversarial round.
+        """
+        import time
+
+        state = self._load() or {"rows": [], "next_round": 0}
+        for t in range(state["next_round"], self.rounds + 1):
+            start = time.perf_counter()
+            loss = None
+            if t == 0:
+                if not self.pretrained:
+                    loss = self._fit(x, y, 0)
+            else:
+                x_adv = attack_dataset(self.attack, self.inner, x, y, batch_size=self.attack_batch_size)
+                loss = self._fit(np.concatenate([x, x_adv]), np.concatenate([y, y]), t)
+            state["rows"].append(self._measure(t, x_test, y_test, loss, time.perf_counter() - start))
+            state["next_round"] = t + 1
+            self._save(state)
+        return {"attack": self.attack.describe(), "holdout_attack": self.holdout_attack.describe(),
+                "rounds": state["rows"]}
+
+
+# ----------------------------------------------------------------------------- feedback learning
+
+
+def minimal_perturbation(model, x, y, *, eps_max: float, method: str = "fgsm", search_steps: int = 8,
+                         pgd_steps: int = 10, batch_size: int = 256) -> np.ndarray:
+    """Per-example smallest L-inf eps in ``[0, eps_max]`` that changes the prediction.
+
+    - ``"fgsm"``: exact bisection along the FGSM direction: for one image,
+      ``x_adv(e) = clip(x + e * sign(grad), 0, 1)``, so the direction is taken once from
+      :func:`tfrobust.attacks.fgsm` and each example is bisected on its own ``e``.
+    - ``"pgd"``: :func:`tfrobust.attacks.pgd` (``pgd_steps`` steps) at each radius of the grid
+      ``eps_max * k / G``, ``k = 1..G``, ``G = min(16, 2**search_steps)``; the distance is the
+      first radius that flips the example (a grid, because the attack takes one eps per call).
+
+    Misclassified examples get 0; examples that resist ``eps_max`` get ``eps_max`` (censored).
+
+    Returns:
+      float array ``[N]``.
+    """
+    from tfrobust import attacks
+
+    if method not in ("fgsm", "pgd"):
+        raise ValueError(f"`method` must be 'fgsm' or 'pgd'. Received: method={method!r}")
+    if isinstance(eps_max, bool) or not isinstance(eps_max, numbers.Real) or not eps_max > 0:
+        raise ValueError(f"`eps_max` must be a number > 0. Received: eps_max={eps_max!r}")
+    y = np.asarray(y).astype(np.int64)
+    out = np.empty(len(x), np.float64)
+    for i in range(0, len(x), batch_size):
+        xb = tf.convert_to_tensor(x[i:i + batch_size])
+        yb = y[i:i + batch_size]
+        wrong = _predict(model, xb.numpy()) != yb
+        if method == "fgsm":
+            direction = tf.sign(attacks.fgsm(model, xb, yb.astype(np.int32), eps=1.0) - xb)
+            lo = np.zeros(len(yb))
+            hi = np.full(len(yb), float(eps_max))
+
+            def flips(e, xb=xb, direction=direction, yb=yb):
+                e_t = tf.reshape(tf.constant(e, tf.float32), [-1] + [1] * (xb.shape.rank - 1))
+                return _predict(model, tf.clip_by_value(xb + e_t * direction, 0.0, 1.0).numpy()) != yb
+
+            ok_at_max = ~flips(hi)
+            for _ in range(search_steps):
+                mid = (lo + hi) / 2
+                f = flips(mid)
+                hi = np.where(f, mid, hi)
+                lo = np.where(f, lo, mid)
+            dist = np.where(ok_at_max, float(eps_max), hi)
+        else:
+            grid = min(16, 2 ** search_steps)
+            dist = np.full(len(yb), float(eps_max))
+            found = np.zeros(len(yb), bool)
+            for k in range(1, grid + 1):
+                e = eps_max * k / grid
+                x_adv = attacks.pgd(model, xb, yb.astype(np.int32), eps=e, step_size=2.5 * e / pgd_steps,
+                                    steps=pgd_steps)
+                f = (_predict(model, x_adv.numpy()) != yb) & ~found
+                dist = np.where(f, e, dist)
+                found |= f
+                if found.all():
+                    break
+        out[i:i + len(yb)] = np.where(wrong, 0.0, dist)
+    return out
+
+
+def inequality(values) -> dict:
+    """Spread of per-class figures: standard deviation, max - min and the Gini coefficient.
+
+    ``Gini = sum_ij |v_i - v_j| / (2 K^2 mean(v))`` (0 = all classes equal).
+    """
+    v = np.asarray([a for a in values if a is not None], np.float64)
+    mean = float(v.mean())
+    gini = float(np.abs(v[:, None] - v[None, :]).sum() / (2 * len(v) ** 2 * mean)) if mean > 0 else 0.0
+    return {"std": float(v.std()), "range": float(v.max() - v.min()), "gini": gini, "mean": mean}
+
+
+class FeedbackLearning(_RoundLoop):
+    """Feedback learning: measure per-class robustness, then generate adversarial examples by weakness.
+
+    Each round:
+
+    1. measure each class's robustness in decision space: ``d_c``, the mean minimal L-inf
+       perturbation that flips the examples of class ``c`` (:func:`minimal_perturbation`, on a
+       probe set of training examples);
+    2. class-proportion compensation: generate ``n_c = budget * w_c / sum(w)`` adversarial
+       examples from class ``c`` with ``w_c = 1 / max(d_c, eps_max / 100)`` (weaker classes get
+       more; ``proportional=False`` gives every class ``budget / K``, the uniform baseline);
+    3. retrain on the training set plus those examples (true labels);
+    4. report per-class robust accuracy (the evaluation attack on the test set), per-class
+       ``d_c``, and the inequality (:func:`inequality`) of per-class robust accuracy.
+
+    Args:
+      model: a compiled tf_keras model or trainer.
+      attack: the attack that generates training examples (:class:`AttackSpec`/dict).
+      eval_attack: the attack of the per-class robust accuracy (default: ``attack``).
+      eps_max: largest radius of the distance search.
+      distance: ``"fgsm"`` (exact bisection along the FGSM direction) or ``"pgd"`` (grid).
+      rounds, epochs_per_round, batch_size, directory, seed, verbose: as :class:`ProactiveDefense`.
+      budget: adversarial examples per round (default: the training set size).
+      probe_size: training examples per class used to measure ``d_c``.
+      proportional: class-proportion compensation on (True) or uniform (False).
+      pretrained: skip the initial training on X.
+      num_classes: K (default: inferred from the labels).
+
+    References:
+      Feedback learning for improving the robustness of neural networks, arXiv:1909.05443,
+      https://arxiv.org/abs/1909.05443
+    """
+
+    kind = "feedback"
+
+    def __init__(self, model, *, attack, eval_attack=None, eps_max: float = 0.2, distance: str = "fgsm",
+                 rounds: int = 2, epochs_per_round: int = 1, batch_size: int = 128, budget: int | None = None,
+                 probe_size: int = 100, proportional: bool = True, directory=None, pretrained: bool = False,
+                 num_classes: int | None = None, attack_batch_size: int = 256, seed: int = 0, verbose=0):
+        super().__init__(model, rounds=rounds, epochs_per_round=epochs_per_round, batch_size=batch_size,
+                         directory=directory, seed=seed, verbose=verbose)
+        self.attack = _as_attack(attack, "attack")
+        self.eval_attack = self.attack if eval_attack is None else _as_attack(eval_attack, "eval_attack")
+        if distance not in ("fgsm", "pgd"):
+            raise ValueError(f"`distance` must be 'fgsm' or 'pgd'. Received: distance={distance!r}")
+        if isinstance(eps_max, bool) or not isinstance(eps_max, numbers.Real) or not eps_max > 0:
+            raise ValueError(f"`eps_max` must be a number > 0. Received: eps_max={eps_max!r}")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise ValueError(f"`budget` must be None or an int >= 1. Received: budget={budget!r}")
+        if isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 1:
+            raise ValueError(f"`probe_size` must be an int >= 1. Received: probe_size={probe_size!r}")
+        self.eps_max = float(eps_max)
+        self.distance = distance
+        self.budget = budget
+        self.probe_size = probe_size
+        self.proportional = bool(proportional)
+        self.pretrained = bool(pretrained)
+        self.num_classes = num_classes
+        self.attack_batch_size = attack_batch_size
+
+    def class_distances(self, x, y, num_classes) -> np.ndarray:
+        """``d_c`` for every class, measured on up to ``probe_size`` examples per class."""
+        rng = np.random.default_rng(self.seed)
+        d = np.zeros(num_classes)
+        for c in range(num_classes):
+            idx = np.flatnonzero(y == c)
+            if len(idx) == 0:
+                d[c] = self.eps_max
+                continue
+            idx = rng.choice(idx, size=min(self.probe_size, len(idx)), replace=False)
+            d[c] = minimal_perturbation(self.inner, x[idx], y[idx], eps_max=self.eps_max,
+                                        method=self.distance, batch_size=self.attack_batch_size).mean()
+        return d
+
+    def allocation(self, distances, budget) -> np.ndarray:
+        """Adversarial examples per class for a round (sums to ``budget``)."""
+        k = len(distances)
+        if self.proportional:
+            w = 1.0 / np.maximum(np.asarray(distances, np.float64), self.eps_max / 100)
+        else:
+            w = np.ones(k)
+        share = budget * w / w.sum()
+        n = np.floor(share).astype(int)
+        n[np.argsort(-(share - n))[: budget - n.sum()]] += 1  # largest remainders
+        return n
+
+    def per_class_accuracy(self, attack, x, y, num_classes):
+        """``(overall accuracy, [accuracy of class c])`` on ``attack``'s examples (clean when None)."""
+        x_eval = x
+        if attack is not None:
+            x_eval = attack_dataset(attack, self.inner, x, y, batch_size=self.attack_batch_size)
+        pred = _predict(self.inner, x_eval)
+        # A class absent from `y` has no accuracy (None) and is left out of the inequality.
+        per_class = [float(np.mean(pred[y == c] == c)) if np.any(y == c) else None
+                     for c in range(num_classes)]
+        return float(np.mean(pred == y)), per_class
+
+    def _measure(self, t, x, y, x_test, y_test, k, loss, alloc, seconds):
+        robust_all, robust = self.per_class_accuracy(self.eval_attack, x_test, y_test, k)
+        clean_all, clean = self.per_class_accuracy(None, x_test, y_test, k)
+        dist = self.class_distances(x, y, k)
+        return {
+            "round": t,
+            "train_loss": loss,
+            "clean_accuracy": clean_all,
+            "robust_accuracy": robust_all,
+            "per_class_clean": clean,
+            "per_class_robust": robust,
+            "per_class_distance": dist.tolist(),
+            "allocation": None if alloc is None else [int(v) for v in alloc],
+            "inequality_robust": inequality(robust),
+            "inequality_distance": inequality(dist),
+            "seconds": round(seconds, 2),
+        }
+
+    def run(self, x, y, x_test, y_test) -> dict:
+        """Run (or resume); returns ``{"attack", "eval_attack", "proportional", "rounds": [rows]}``."""
+        import time
+
+        y = np.asarray(y).astype(np.int64)
+        y_test = np.asarray(y_test).astype(np.int64)
+        k = self.num_classes or int(max(y.max(), y_test.max()) + 1)
+        budget = self.budget or len(x)
+        state = self._load() or {"rows": [], "next_round": 0}
+        for t in range(state["next_round"], self.rounds + 1):
+            start = time.perf_counter()
+            loss, alloc = None, None
+            if t == 0:
+                if not self.pretrained:
+                    loss = self._fit(x, y, 0)
+            else:
+                rng = np.random.default_rng([self.seed + 1, t])
+                alloc = self.allocation(state["rows"][-1]["per_class_distance"], budget)
+                picks = np.concatenate([
+                    rng.choice(np.flatnonzero(y == c), size=n, replace=n > np.sum(y == c))
+                    for c, n in enumerate(alloc) if n > 0 and np.any(y == c)]).astype(np.int64)
+                x_adv = attack_dataset(self.attack, self.inner, x[picks], y[picks],
+                                       batch_size=self.attack_batch_size)
+                loss = self._fit(np.concatenate([x, x_adv]), np.concatenate([y, y[picks]]), t)
+            state["rows"].append(self._measure(t, x, y, x_test, y_test, k, loss, alloc,
+                                               time.perf_counter() - start))
+            state["next_round"] = t + 1
+            self._save(state)
+        return {"attack": self.attack.describe(), "eval_attack": self.eval_attack.describe(),
+                "proportional": self.proportional, "distance": self.distance, "eps_max": self.eps_max,
+                "rounds": state["rows"]}
