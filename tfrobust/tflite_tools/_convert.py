@@ -266,27 +266,36 @@ def convert(model, mode: str = "float", representative_data=None, path=None, all
     if mode == "binary":
         data = _convert_binary(model, representative_data, allow_select_ops, batch_size)
     else:
-        # No trackable object: passing the model makes TF save it as a SavedModel first (~8x slower
-        # on small models) for byte-identical results; the model outlives the conversion anyway.
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model, spec)])
+        concrete = _concrete_function(model, spec)
         builtins = tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS
         supported = [builtins] + ([tf.lite.OpsSet.SELECT_TF_OPS] if allow_select_ops else [])
-        converter.target_spec.supported_ops = supported
-        if mode != "float":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if mode == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if mode == "int8":
-            converter.representative_dataset = _calibration_batches(representative_data, spec)
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
+
+        def build(trackable):
+            args = ([concrete],) if trackable is None else ([concrete], trackable)
+            converter = tf.lite.TFLiteConverter.from_concrete_functions(*args)
+            converter.target_spec.supported_ops = supported
+            if mode != "float":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if mode == "float16":
+                converter.target_spec.supported_types = [tf.float16]
+            if mode == "int8":
+                converter.representative_dataset = _calibration_batches(representative_data, spec)
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+            return converter
+
         try:
-            data = converter.convert()
-        except Exception as e:  # noqa: BLE001 - unsupported-op failures are re-raised with the layer
-            mapped = _unsupported_error(model, e, supported, allow_select_ops)
-            if mapped is None:
-                raise
-            raise mapped from e
+            # Fast path without the trackable object: passing the model makes TF save it as a
+            # SavedModel first (~8x slower on small models) for byte-identical results.
+            data = build(None).convert()
+        except Exception:  # noqa: BLE001 - retried on the path that handles every model
+            try:
+                data = build(model).convert()
+            except Exception as e:  # noqa: BLE001 - unsupported-op failures are re-raised with the layer
+                mapped = _unsupported_error(model, e, supported, allow_select_ops)
+                if mapped is None:
+                    raise
+                raise mapped from e
     if path is not None:
         atomic_write_bytes(path, data)
     return data
