@@ -7,16 +7,21 @@ classic cause of vanishing gradients in robustness evaluations.
 from __future__ import annotations
 
 from tfrobust._keras import keras
-from tfrobust.models._checks import check_input_shape, check_num_classes, check_positive_int
+from tfrobust.models._checks import check_num_classes, check_positive_int, model_input
 from tfrobust.models._registry import register
 
 layers = keras.layers
 
 
-def _input(input_shape, batch_size):
-    if batch_size is not None:
-        check_positive_int("batch_size", batch_size)
-    return keras.Input(shape=check_input_shape(input_shape), batch_size=batch_size, name="image")
+def small_cnn_trunk(x, num_classes, width, dense_units):
+    """The layers of ``small_cnn`` applied to ``x`` (shared by ``stn``): returns the logits."""
+    x = layers.Conv2D(width, 3, padding="same", activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense_units, activation="relu", name="fc1")(x)
+    return layers.Dense(num_classes, name="logits")(x)
 
 
 @register("small_cnn")
@@ -46,15 +51,8 @@ def small_cnn(
     num_classes = check_num_classes(num_classes)
     check_positive_int("width", width)
     check_positive_int("dense_units", dense_units)
-    inp = _input(input_shape, batch_size)
-    x = layers.Conv2D(width, 3, padding="same", activation="relu", name="conv1")(inp)
-    x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2")(x)
-    x = layers.MaxPooling2D(2, name="pool2")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(dense_units, activation="relu", name="fc1")(x)
-    out = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inp, out, name=name)
+    inp = model_input(input_shape, batch_size)
+    return keras.Model(inp, small_cnn_trunk(inp, num_classes, width, dense_units), name=name)
 
 
 @register("madry_cnn")
@@ -78,7 +76,7 @@ def madry_cnn(
     num_classes = check_num_classes(num_classes)
     if padding not in ("same", "valid"):
         raise ValueError(f"`padding` must be 'same' or 'valid'. Received: padding={padding!r}")
-    inp = _input(input_shape, batch_size)
+    inp = model_input(input_shape, batch_size)
     x = layers.Conv2D(32, 5, padding=padding, activation="relu", name="conv1")(inp)
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = layers.Conv2D(64, 5, padding=padding, activation="relu", name="conv2")(x)
@@ -105,7 +103,7 @@ def lenet_300_100(
       Han et al., Deep Compression, ICLR 2016, https://arxiv.org/abs/1510.00149
     """
     num_classes = check_num_classes(num_classes)
-    inp = _input(input_shape, batch_size)
+    inp = model_input(input_shape, batch_size)
     x = layers.Flatten(name="flatten")(inp)
     x = layers.Dense(300, activation="relu", name="fc1")(x)
     x = layers.Dense(100, activation="relu", name="fc2")(x)

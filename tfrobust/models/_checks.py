@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tfrobust._keras import keras
+
 
 def check_input_shape(input_shape) -> tuple[int, int, int]:
     try:
@@ -26,3 +28,10 @@ def check_positive_int(name: str, value) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
     return value
+
+
+def model_input(input_shape, batch_size):
+    """``keras.Input`` for an NHWC image; ``batch_size=1`` for microcontroller exports."""
+    if batch_size is not None:
+        check_positive_int("batch_size", batch_size)
+    return keras.Input(shape=check_input_shape(input_shape), batch_size=batch_size, name="image")

@@ -11,6 +11,7 @@ from tfrobust.layers import (
     DynamicRoutingCapsules,
     Squash,
 )
+from tfrobust.models._basic import small_cnn_trunk
 from tfrobust.models._registry import register
 from tfrobust.models._zoo_utils import check_classes, check_float, check_int, model_input
 
@@ -57,14 +58,7 @@ def stn(
         name="loc_theta",
     )(h)
     x = AffineGridSampler(name="transformer")([inp, theta])
-    x = layers.Conv2D(width, 3, padding="same", activation="relu", name="conv1")(x)
-    x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2")(x)
-    x = layers.MaxPooling2D(2, name="pool2")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(dense_units, activation="relu", name="fc1")(x)
-    out = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inp, out, name=name)
+    return keras.Model(inp, small_cnn_trunk(x, num_classes, width, dense_units), name=name)
 
 
 @register("capsnet")

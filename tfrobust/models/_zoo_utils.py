@@ -5,7 +5,12 @@ from __future__ import annotations
 import math
 
 from tfrobust._keras import keras
-from tfrobust.models._checks import check_input_shape, check_num_classes, check_positive_int
+from tfrobust.models._checks import (  # noqa: F401 - model_input is re-exported for the zoo
+    check_input_shape,
+    check_num_classes,
+    check_positive_int,
+    model_input,
+)
 
 layers = keras.layers
 
@@ -13,13 +18,6 @@ layers = keras.layers
 # Keras' 0.99 the inference statistics of deep BN nets are still far from the batch statistics
 # after the ~100-step budgets used in tests and benchmarks, and eval accuracy sits near chance.
 BN_MOMENTUM = 0.9
-
-
-def model_input(input_shape, batch_size):
-    """``keras.Input`` for an NHWC image; ``batch_size=1`` for microcontroller exports."""
-    if batch_size is not None:
-        check_positive_int("batch_size", batch_size)
-    return keras.Input(shape=check_input_shape(input_shape), batch_size=batch_size, name="image")
 
 
 def check_classes(num_classes):
