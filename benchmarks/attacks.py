@@ -21,6 +21,7 @@ adversarial-robustness-toolbox==1.20.1); a missing peer is reported, not faked.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -55,6 +56,18 @@ def _peer_versions():
     return out
 
 
+def _info_path(model_path):
+    return model_path.with_suffix(".json")
+
+
+def _cached_info(model_path):
+    """How a cached model was trained (recorded beside it when it was trained)."""
+    info = _info_path(model_path)
+    if info.exists():
+        return json.loads(info.read_text())["training"] + " (cached from an earlier run)"
+    return f"loaded from {model_path} (training settings not recorded; delete it to retrain)"
+
+
 def train_models(args, log):
     """A clean madry_cnn and an FGSM-RS fine-tuned copy (Wong et al. 2020), cached between runs."""
     cache = Path(args.cache)
@@ -64,7 +77,7 @@ def train_models(args, log):
     x_train, y_train = data.load_dataset("fashion_mnist", "train", limit=args.train_limit)
     if clean_path.exists():
         clean = keras.models.load_model(clean_path)
-        info["clean_training"] = "loaded from cache"
+        info["clean_training"] = _cached_info(clean_path)
     else:
         utils.set_seed(0)
         clean = models.madry_cnn(padding="valid")
@@ -76,9 +89,10 @@ def train_models(args, log):
         info["clean_training"] = (f"{args.epochs} epoch(s) of Adam 1e-3, batch 128, on {len(x_train)} "
                                   f"images: {time.perf_counter() - t0:.0f} s")
         utils.atomic_save_model(clean, clean_path)
+        utils.atomic_write_json(_info_path(clean_path), {"training": info["clean_training"]})
     if adv_path.exists():
         adv = keras.models.load_model(adv_path)
-        info["adversarial_training"] = "loaded from cache"
+        info["adversarial_training"] = _cached_info(adv_path)
     else:
         utils.set_seed(1)
         adv = keras.models.clone_model(clean)
@@ -105,6 +119,7 @@ def train_models(args, log):
                                         f"model, {args.adv_epochs} epoch(s) on {n} images, Adam 5e-4: "
                                         f"{time.perf_counter() - t0:.0f} s")
         utils.atomic_save_model(adv, adv_path)
+        utils.atomic_write_json(_info_path(adv_path), {"training": info["adversarial_training"]})
     log(f"models: {info}")
     return clean, adv, info
 

@@ -86,8 +86,27 @@ def test_resume_with_other_settings_is_refused(interrupted_and_resumed):
 
 @pytest.mark.parametrize("args, fragment", [(["--eps_curve=a,b"], "eps_curve"),
                                             (["--defense=magic"], "defense"),
-                                            (["--prune_sparsity=1.5"], "prune_sparsity")])
+                                            (["--prune_sparsity=1.5"], "prune_sparsity"),
+                                            (["--binary"], "--model=binary_small_cnn")])
 def test_pipeline_bad_flags(args, fragment, tmp_path):
     res = run_cli(*args, f"--out={tmp_path / 'x'}", timeout=300)
     assert res.returncode != 0
     assert fragment in res.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_binary_pipeline_deploys_a_binary_int8_file(tmp_path, fashion_test):
+    from tfrobust.tflite_tools import TFLiteModel
+    from tfrobust.tflite_tools._binary_int8 import binary_weight_report
+
+    out = tmp_path / "bin"
+    res = run_cli(*TINY, "--model=binary_small_cnn", "--binary", "--prune_sparsity=0", "--noqat",
+                  f"--out={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    blob = (out / "model_binary.tflite").read_bytes()
+    assert all(k["binary"] for k in binary_weight_report(blob))  # two int8 levels per channel
+    x, y = fashion_test
+    acc = float(np.mean(np.argmax(np.asarray(TFLiteModel(blob)(x)), 1) == y))
+    assert acc == pytest.approx(report["results"]["deploy_eval"]["binary_test_accuracy"], abs=1e-9)
+    assert "binary-int8 .tflite" in (out / "report.md").read_text()

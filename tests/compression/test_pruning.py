@@ -193,3 +193,22 @@ def test_tfmot_refused_without_legacy_keras_switch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert "REFUSED True True" in res.stdout, res.stderr[-2000:]
     assert "TFMOT_IMPORTED False" in res.stdout
+
+
+def test_adversarial_fine_tuning_of_a_pruned_model_reaches_the_sparsity(small_data):
+    """Pruning masks update when the wrapped model is trained through AdversarialTrainer (the
+    pipeline fine-tunes robust models this way so pruning does not undo adversarial training)."""
+    from tfrobust import data
+    from tfrobust.trainers import AdversarialTrainer
+
+    x, y = small_data
+    pruned = prune(tiny_cnn(), 0.8, frequency=1)
+    trainer = AdversarialTrainer(pruned, method="fgsm_rs", eps=0.1)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    history = trainer.fit(data.as_tf_dataset(x[:128], y[:128], batch_size=32), epochs=1,
+                          callbacks=pruning_callbacks(), verbose=0)
+    assert "adv_accuracy" in history.history
+    stripped = strip(pruned)
+    for name in KERNELS:
+        measured, size = _numpy_sparsity(stripped, name)
+        assert abs(measured - 0.8) <= 1.0 / size + 1e-9, (name, measured)

@@ -131,6 +131,33 @@ def test_adaptive_preset_uses_bpda_for_declared_layers():
     assert adaptive.config["bpda"] is True and standard.config["bpda"] is False
     assert any("preset='adaptive'" in w for w in standard.warnings)
     assert adaptive.robust_accuracy < standard.robust_accuracy - 0.3
+    # the raw-gradient attacks run first, then the BPDA ones on the points they left robust
+    assert adaptive.config["attacks"] == ["apgd-ce", "apgd-ce-bpda", "random-search"]
+    assert adaptive.per_attack["apgd-ce-bpda"]["attacked"] == round(
+        adaptive.per_attack["apgd-ce"]["robust_accuracy"] * len(x))
+
+
+@keras.utils.register_keras_serializable(package="tfrobust_tests")
+class MisleadingSurrogate(keras.layers.Layer):
+    """Differentiable identity whose declared BPDA surrogate points the wrong way."""
+
+    gradient_masking = True
+
+    def call(self, inputs):
+        return attacks.bpda(inputs, lambda: -inputs)
+
+
+def test_adaptive_preset_keeps_the_raw_gradient_attack_when_bpda_is_weaker(mlp_problem):
+    model, x, y = mlp_problem
+    masked = keras.Sequential([keras.Input(x.shape[1:]), MisleadingSurrogate(), model])
+    kw = dict(eps=0.1, steps=10, random_samples=0)
+    standard = evaluation.robust_accuracy(masked, x[:128], y[:128], preset="standard", **kw)
+    adaptive = evaluation.robust_accuracy(masked, x[:128], y[:128], preset="adaptive", **kw)
+    assert adaptive.config["bpda"] is True
+    # BPDA alone (negated gradients) would barely move; the raw-gradient attacks keep the
+    # adaptive figure at or below the standard one
+    assert adaptive.robust_accuracy <= standard.robust_accuracy
+    assert adaptive.per_attack["apgd-ce"]["broken"] == standard.per_attack["apgd-ce"]["broken"] > 0
 
 
 @pytest.mark.parametrize("kwargs, error, fragment", [

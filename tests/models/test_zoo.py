@@ -17,6 +17,8 @@ from tfrobust._keras import keras
 TINY = {
     "alexnet": {"width": 0.0625, "fc_units": 16},
     "binary_cnn": {"width": 4},
+    "binary_madry_cnn": {"padding": "valid"},
+    "binary_small_cnn": {"width": 4, "dense_units": 16},
     "bn_inception": {"width": 0.0625},
     "capsnet": {"conv_filters": 8, "primary_channels": 2, "primary_dim": 4, "class_dim": 4},
     "cbam_resnet": {"width": 4},
@@ -44,6 +46,8 @@ TINY = {
 ZOO = [
     "alexnet",
     "binary_cnn",
+    "binary_madry_cnn",
+    "binary_small_cnn",
     "bn_inception",
     "capsnet",
     "cbam_resnet",

@@ -122,6 +122,9 @@ def stage_report(ctx) -> dict:
         f"({conv['int8_vs_float_size']:.2f}x) |",
         f"| deploy | int8 .tflite test accuracy (LiteRT) | {_pct(dep['int8_test_accuracy'])} |",
     ]
+    if "binary" in conv:
+        lines.append(f"| deploy | binary-int8 .tflite ({conv['binary']['bytes']:,} bytes) test accuracy "
+                     f"(LiteRT) | {_pct(dep.get('binary_test_accuracy'))} |")
     at_eps = [p for p in dep["int8_eps_curve_transfer_pgd20"] if p["eps"] == s.eps]
     if at_eps:
         lines.append(f"| deploy | int8 accuracy under PGD-20 transferred from Keras, eps {s.eps} | "

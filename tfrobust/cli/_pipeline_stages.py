@@ -96,6 +96,23 @@ def _pgd20(model, x, y, eps, seed):
     return np.concatenate([np.asarray(o) for o in out])
 
 
+def _fit(s: Settings, model, ds, *, lr, epochs, callbacks=()):
+    """Train ``model`` the way the run trains: through ``AdversarialTrainer`` unless ``--adv=none``.
+
+    Used by the train stage and by every fine-tuning of the compress stage: fine-tuning a robust
+    model on clean images alone undoes its adversarial training.
+    """
+    if s.adv == "none" or s.defense in LABELLED:
+        _compile(model, lr)
+        return model.fit(ds, epochs=epochs, callbacks=list(callbacks), verbose=2)
+    from tfrobust.trainers import AdversarialTrainer
+
+    steps = {"pgd": 7, "trades": 7}.get(s.adv, 1)
+    trainer = AdversarialTrainer(model, method=s.adv, eps=s.eps, steps=steps, seed=s.seed)
+    trainer.compile(optimizer=keras.optimizers.Adam(lr), metrics=["accuracy"])
+    return trainer.fit(ds, epochs=epochs, callbacks=list(callbacks), verbose=2)
+
+
 def load_model(path):
     from tfrobust.compression import quantize_scope
 
@@ -129,12 +146,7 @@ def stage_train(ctx: Context) -> dict:
         _compile(model, s.lr)
         history = model.fit(ds, epochs=s.epochs, callbacks=[backup], verbose=2)
     else:
-        from tfrobust.trainers import AdversarialTrainer
-
-        steps = {"pgd": 7, "trades": 7}.get(s.adv, 1)
-        trainer = AdversarialTrainer(model, method=s.adv, eps=s.eps, steps=steps, seed=s.seed)
-        trainer.compile(optimizer=keras.optimizers.Adam(s.lr), metrics=["accuracy"])
-        history = trainer.fit(ds, epochs=s.epochs, callbacks=[backup], verbose=2)
+        history = _fit(s, model, ds, lr=s.lr, epochs=s.epochs, callbacks=[backup])
     seconds = time.perf_counter() - start
     utils.atomic_save_model(model, ctx.path("model.keras"))
     x_test, y_test = ctx.data("test")
@@ -186,8 +198,7 @@ def stage_compress(ctx: Context) -> dict:
         # more than a short fine-tune lasts, which would leave the model dense).
         pruned = compression.prune(current, s.prune_sparsity, schedule="constant",
                                    frequency=max(1, min(100, steps // 5)))
-        _compile(pruned, s.lr / 2)
-        pruned.fit(ds, epochs=s.finetune_epochs, callbacks=compression.pruning_callbacks(), verbose=2)
+        _fit(s, pruned, ds, lr=s.lr / 2, epochs=s.finetune_epochs, callbacks=compression.pruning_callbacks())
         current = compression.strip(pruned)
         report = compression.sparsity_report(current)
         result["sparsity"] = report.to_dict() if hasattr(report, "to_dict") else dataclasses.asdict(report)
@@ -196,8 +207,7 @@ def stage_compress(ctx: Context) -> dict:
         utils.atomic_save_model(current, ctx.path("pruned.keras"))
     if s.qat:
         qat = compression.quantize(current)
-        _compile(qat, s.lr / 4)
-        qat.fit(ds, epochs=s.finetune_epochs, verbose=2)
+        _fit(s, qat, ds, lr=s.lr / 4, epochs=s.finetune_epochs)
         after = compression.evaluate_model(qat, x_eval, y_eval, eps=s.eps)
         result["steps"].append({"step": "QAT int8", **after})
         current = qat
@@ -223,9 +233,12 @@ def stage_convert(ctx: Context) -> dict:
                              batch_size=batch)
         files[name] = {"path": path.name, "bytes": path.stat().st_size}
     if s.binary:
+        # QAT leaves binary layers float (no QuantizeConfig) and its wrappers do not clone; bake the
+        # binary kernels of the pruned (or trained) model instead.
+        source = ctx.path("pruned.keras") if s.prune_sparsity > 0 else ctx.path("model.keras")
         path = ctx.path("model_binary.tflite")
-        tflite_tools.convert(compressed, "binary", representative_data=cal, path=path)
-        files["binary"] = {"path": path.name, "bytes": path.stat().st_size}
+        tflite_tools.convert(load_model(source), "binary", representative_data=cal, path=path)
+        files["binary"] = {"path": path.name, "bytes": path.stat().st_size, "source": source.name}
     files["int8_vs_float_size"] = files["int8"]["bytes"] / files["float"]["bytes"]
     return files
 
@@ -247,6 +260,9 @@ def stage_deploy_eval(ctx: Context) -> dict:
             x_adv = _pgd20(source, x, y, eps, s.seed)
             curve.append({"eps": eps, "accuracy": _accuracy(tfl, x_adv, y)})
         result[f"{name}_eps_curve_transfer_pgd20"] = curve
+    if s.binary:
+        tfl = tflite_tools.TFLiteModel(ctx.path("model_binary.tflite"))
+        result["binary_test_accuracy"] = _accuracy(tfl, x_test, y_test)
     tfl = tflite_tools.TFLiteModel(ctx.path("model_int8.tflite"))
     n = min(s.gradient_free_examples, len(x))
     if n:

@@ -37,9 +37,11 @@ flags.DEFINE_integer("eval_subset", 1000, "Test images used for the robust evalu
 flags.DEFINE_list("eps_curve", ["0", "0.025", "0.05", "0.075", "0.1", "0.15"], "Eps values of the curves.")
 flags.DEFINE_float("prune_sparsity", 0.5, "Magnitude-pruning sparsity (0 disables pruning).",
                    lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_integer("finetune_epochs", 1, "Fine-tuning epochs after pruning and for QAT.", lower_bound=1)
+flags.DEFINE_integer("finetune_epochs", 1, "Fine-tuning epochs after pruning and for QAT (with the --adv "
+                     "training attack).", lower_bound=1)
 flags.DEFINE_bool("qat", True, "Quantization-aware fine-tuning before int8 conversion.")
-flags.DEFINE_bool("binary", False, "Also convert to the binary int8 format (needs binary layers).")
+flags.DEFINE_bool("binary", False, "Also convert to the binary int8 format (needs binary-weight layers: "
+                  "--model=binary_small_cnn or binary_madry_cnn).")
 flags.DEFINE_integer("gradient_free_examples", 20, "Images attacked by the one-pixel attack on the "
                      "int8 interpreter (0 disables).", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of every random choice.", lower_bound=0)
@@ -65,6 +67,30 @@ def _settings():
                     seed=FLAGS.seed, data_dir=FLAGS.data_dir)
 
 
+def _check_binary(settings):
+    """``--binary`` bakes binary-weight layers into int8; refuse a model without them up front
+    (not after the training stage)."""
+    if not settings.binary:
+        return
+    from tfrobust import data, models
+    from tfrobust.layers import BinaryConv2D, BinaryDense
+
+    model_name = settings.model if settings.defense == "none" else f"defended_cnn({settings.defense})"
+    bakeable = []
+    if settings.defense == "none":
+        info = data.dataset_info(settings.dataset)
+        model = models.get(settings.model, input_shape=info.image_shape, num_classes=info.num_classes)
+        bakeable = [layer.name for layer in model.layers
+                    if isinstance(layer, (BinaryConv2D, BinaryDense)) and not layer.binary_inputs]
+    if not bakeable:
+        raise ValueError(
+            "--binary converts binary-weight layers (BWN / BinaryConnect) to int8 +-1 kernels, and "
+            f"--model={model_name} has none that qualify (XNOR layers binarize their inputs, which no "
+            "stock int8 runtime can run). Fix: use --model=binary_small_cnn or --model=binary_madry_cnn "
+            "(binary weights, real activations), or drop --binary. Received: "
+            f"--model={settings.model} --defense={settings.defense} --binary")
+
+
 def _fingerprint(settings) -> str:
     return hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -80,6 +106,7 @@ def run() -> int:
     from tfrobust.cli._pipeline_stages import STAGE_FUNCTIONS, STAGES, WEIGHTS, Context
 
     settings = _settings()
+    _check_binary(settings)
     out = Path(FLAGS.out)
     state_path = out / "pipeline_state.json"
     fingerprint = _fingerprint(settings)

@@ -76,24 +76,32 @@ class RobustnessReport:
         return "\n".join(lines) + "\n"
 
 
-def _plan(preset, eps, norm, steps, num_classes, eot_samples, random_samples):
-    """The attack sequence of a preset: (name, callable(model_fn, x, y, seed), config)."""
+def _plan(preset, eps, norm, steps, num_classes, eot_samples, random_samples, use_bpda=False):
+    """The attack sequence of a preset: (name, callable(model_fn, x, y, seed), config, bpda).
+
+    With ``use_bpda`` (adaptive preset, gradient-masking layers declared) the APGD attacks run
+    twice: first on the model's own gradients, then with BPDA's backward approximations. Neither
+    is always the stronger (BPDA's straight-through gradient can be a worse ascent direction
+    than a layer's true, sparse gradient), and the cascade keeps the per-example worst case.
+    """
     if preset == "fast":
         n = steps or 20
         cfg = dict(steps=n, step_size=2.5 * eps / n, random_start=True, restarts=1, loss="ce")
-        plan = [("pgd", lambda m, x, y, s, c=cfg: attacks.pgd(m, x, y, eps=eps, norm=norm, seed=s, **c), cfg)]
+        plan = [("pgd", lambda m, x, y, s, c=cfg: attacks.pgd(m, x, y, eps=eps, norm=norm, seed=s, **c), cfg,
+                 False)]
     else:
         n = steps or 100
         plan = []
-        for loss in ("ce", "dlr"):
-            if loss == "dlr" and num_classes < 3:
-                continue  # DLR needs three logits; the report's config records the skip
-            cfg = dict(steps=n, loss=loss, restarts=1)
-            plan.append((f"apgd-{loss}",
-                         lambda m, x, y, s, c=cfg: attacks.apgd(m, x, y, eps=eps, norm=norm, seed=s, **c),
-                         cfg))
+        for bpda in ((False, True) if use_bpda else (False,)):
+            for loss in ("ce", "dlr"):
+                if loss == "dlr" and num_classes < 3:
+                    continue  # DLR needs three logits; the report's config records the skip
+                cfg = dict(steps=n, loss=loss, restarts=1)
+                plan.append((f"apgd-{loss}" + ("-bpda" if bpda else ""),
+                             lambda m, x, y, s, c=cfg: attacks.apgd(m, x, y, eps=eps, norm=norm, seed=s, **c),
+                             cfg, bpda))
     rs_cfg = dict(samples=random_samples)
-    plan.append(("random-search", None, rs_cfg))
+    plan.append(("random-search", None, rs_cfg, False))
     return plan
 
 
@@ -109,8 +117,9 @@ def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_si
       with fewer than 3 classes).
     - ``"adaptive"``: the standard attacks, plus EOT (``eot_samples`` forward passes per
       gradient) when the model declares ``stochastic`` layers or its outputs change between
-      identical calls, and BPDA (:func:`tfrobust.attacks.bpda_scope`) when it declares
-      ``gradient_masking`` layers.
+      identical calls; when it declares ``gradient_masking`` layers, the standard attacks run
+      on its own gradients and then again under BPDA (:func:`tfrobust.attacks.bpda_scope`),
+      as ``apgd-ce-bpda`` / ``apgd-dlr-bpda``, and the worst case counts.
 
     Every preset ends with a cheap gradient-free random search on the points still robust; if
     it breaks any, the gradient attacks were fooled (gradient masking) and a warning says so.
@@ -222,8 +231,8 @@ def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_si
     use_bpda = preset == "adaptive" and bool(declared["gradient_masking"])
     attack_fn = attacks.eot(model_fn, eot_samples) if use_eot else model_fn
 
-    def scope():
-        return attacks.bpda_scope() if use_bpda else contextlib.nullcontext()
+    def scope(bpda=use_bpda):
+        return attacks.bpda_scope() if bpda else contextlib.nullcontext()
 
     clean_pred = predict_labels(attack_fn, x_np, batch_size=batch_size)
     robust = clean_pred == y_np
@@ -248,10 +257,10 @@ def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_si
                         f"({', '.join(declared['stochastic'] + declared['gradient_masking'])}) but preset="
                         f"'{preset}' does not adapt to them. Fix: use preset='adaptive' (EOT / BPDA).")
 
-    plan = _plan(preset, eps, norm, steps, num_classes, eot_samples, random_samples)
+    plan = _plan(preset, eps, norm, steps, num_classes, eot_samples, random_samples, use_bpda)
     per_attack = {}
     gradient_robust = None
-    for name, fn, cfg in plan:
+    for name, fn, cfg, bpda in plan:
         if name == "random-search":
             gradient_robust = robust.copy()
         idx = np.flatnonzero(robust) if cascade else np.arange(len(x_np))
@@ -262,7 +271,7 @@ def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_si
                 b = idx[start:start + batch_size]
                 xb = tf.constant(x_np[b])
                 yb = tf.constant(y_np[b])
-                with scope():
+                with scope(bpda):
                     if fn is None:
                         xa = _checks.random_search(attack_fn, xb, yb, eps=eps, norm=norm,
                                                    samples=cfg["samples"], clip_min=clip_min,
@@ -300,7 +309,7 @@ def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_si
         "preset": preset, "eps": float(eps), "norm": norm, "clip_min": clip_min, "clip_max": clip_max,
         "batch_size": batch_size, "seed": seed, "cascade": cascade, "steps": steps,
         "eot_samples": eot_samples if use_eot else None, "bpda": use_bpda,
-        "declared_layers": declared, "attacks": [name for name, _, _ in plan],
+        "declared_layers": declared, "attacks": [name for name, _, _, _ in plan],
         "num_classes": num_classes,
         "versions": {"tfrobust": _version(), "tensorflow": tf.__version__},
     }

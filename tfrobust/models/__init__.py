@@ -5,7 +5,7 @@
 """
 
 from tfrobust.models._basic import lenet_300_100, madry_cnn, small_cnn
-from tfrobust.models._binary_zoo import binary_cnn
+from tfrobust.models._binary_zoo import binary_cnn, binary_madry_cnn, binary_small_cnn
 from tfrobust.models._classic import alexnet, bn_inception, googlenet, inception_v3, vgg
 from tfrobust.models._defended import DEFENSES, defended_cnn
 from tfrobust.models._efficient import mobilenet, shufflenet, squeezenet
@@ -27,6 +27,8 @@ __all__ = [
     "defended_cnn",
     "alexnet",
     "binary_cnn",
+    "binary_madry_cnn",
+    "binary_small_cnn",
     "bn_inception",
     "capsnet",
     "cbam_resnet",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tfrobust._keras import keras
-from tfrobust.layers import BinaryConv2D
+from tfrobust.layers import BinaryConv2D, BinaryDense
 from tfrobust.models._registry import register
 from tfrobust.models._zoo_utils import check_classes, check_float, check_int, model_input
 
@@ -67,3 +67,123 @@ def binary_cnn(
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     out = layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inp, out, name=name or f"{mode}_cnn")
+
+
+def _binary_twin(inp, layout, *, mode, binary_activations, bn_momentum, padding):
+    """Rebuild a conv/pool/dense ``layout`` from binary layers, each followed by BatchNorm.
+
+    ``layout`` items: ``("conv", name, filters, kernel)``, ``("pool", name)``, ``("flatten",)``,
+    ``("dense", name, units)``; the last dense layer gives the logits.
+    """
+    x = inp
+    first = True
+    dense_layers = [item for item in layout if item[0] == "dense"]
+    for item in layout:
+        kind = item[0]
+        if kind == "pool":
+            x = layers.MaxPooling2D(2, name=item[1])(x)
+            continue
+        if kind == "flatten":
+            x = layers.Flatten(name="flatten")(x)
+            continue
+        # the first layer sees real pixels; later ones see the sign of the previous BN output
+        binary_inputs = binary_activations and not first
+        common = dict(mode=mode, binary_inputs=binary_inputs, use_bias=False, name=item[1])
+        if kind == "conv":
+            x = BinaryConv2D(item[2], item[3], padding=padding, **common)(x)
+        else:
+            x = BinaryDense(item[2], **common)(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"{item[1]}_bn")(x)
+        if not binary_activations and item is not dense_layers[-1]:
+            x = layers.Activation("relu", name=f"{item[1]}_relu")(x)
+        first = False
+    return x
+
+
+def _check_twin_args(mode, binary_activations):
+    if mode not in ("bwn", "binaryconnect"):
+        raise ValueError("`mode` must be 'bwn' or 'binaryconnect' (XNOR-Net's K map is not part of the "
+                         f"deployable twins; see binary_cnn). Received: mode={mode!r}")
+    if not isinstance(binary_activations, bool):
+        raise TypeError("`binary_activations` must be a bool. Received: "
+                        f"binary_activations={binary_activations!r}")
+
+
+@register("binary_small_cnn")
+def binary_small_cnn(
+    input_shape=(28, 28, 1),
+    num_classes: int = 10,
+    *,
+    mode: str = "bwn",
+    binary_activations: bool = False,
+    width: int = 32,
+    dense_units: int = 128,
+    bn_momentum: float = 0.9,
+    batch_size: int | None = None,
+    name: str | None = None,
+):
+    """The binary twin of :func:`small_cnn`: same layout, every Conv2D/Dense binary, BN after each.
+
+    conv ``width`` 3x3 -> BN -> ReLU -> pool -> conv ``2 width`` 3x3 -> BN -> ReLU -> pool ->
+    dense ``dense_units`` -> BN -> ReLU -> dense ``num_classes`` -> BN (logits). Weights are
+    ``alpha_j . sign(W)`` (``"bwn"``) or ``sign(W)`` (``"binaryconnect"``), trained through the
+    straight-through estimator on latent float weights.
+
+    - ``binary_activations=False`` (binary-weight network): activations stay real (ReLU). Deploys
+      with the stock int8 runtimes: ``tflite_tools.convert(model, "binary", ...)`` bakes each
+      binary kernel into int8 +-1 weights with a per-channel scale.
+    - ``binary_activations=True`` (binarized network): every layer after the first takes the sign
+      of the previous BN output (``binary_inputs=True``; no ReLU). Deploys as bit-packed C99 with
+      XNOR + popcount (``tflite_tools.generate_c`` / ``export_binary_c``); all weights are bits.
+
+    First and last layers are binary too (the papers often keep them in full precision; binarizing
+    them is what lets the bit-packed export store every kernel at 1 bit).
+
+    References:
+      Courbariaux et al., BinaryConnect, https://arxiv.org/abs/1511.00363;
+      Rastegari et al., XNOR-Net, https://arxiv.org/abs/1603.05279;
+      Hubara et al., Binarized Neural Networks, https://arxiv.org/abs/1602.02830
+    """
+    num_classes = check_classes(num_classes)
+    _check_twin_args(mode, binary_activations)
+    check_int("width", width)
+    check_int("dense_units", dense_units)
+    check_float("bn_momentum", bn_momentum, low_inclusive=True, high=1.0, high_inclusive=False)
+    layout = [("conv", "conv1", width, 3), ("pool", "pool1"), ("conv", "conv2", 2 * width, 3),
+              ("pool", "pool2"), ("flatten",), ("dense", "fc1", dense_units),
+              ("dense", "logits", num_classes)]
+    inp = model_input(input_shape, batch_size)
+    out = _binary_twin(inp, layout, mode=mode, binary_activations=binary_activations,
+                       bn_momentum=bn_momentum, padding="same")
+    kind = "bnn" if binary_activations else mode
+    return keras.Model(inp, out, name=name or f"small_cnn_{kind}")
+
+
+@register("binary_madry_cnn")
+def binary_madry_cnn(
+    input_shape=(28, 28, 1),
+    num_classes: int = 10,
+    *,
+    mode: str = "bwn",
+    binary_activations: bool = False,
+    padding: str = "same",
+    bn_momentum: float = 0.9,
+    batch_size: int | None = None,
+    name: str | None = None,
+):
+    """The binary twin of :func:`madry_cnn` (conv 32 5x5, pool, conv 64 5x5, pool, fc 1024, logits).
+
+    Same construction and deployment paths as :func:`binary_small_cnn`.
+    """
+    num_classes = check_classes(num_classes)
+    _check_twin_args(mode, binary_activations)
+    if padding not in ("same", "valid"):
+        raise ValueError(f"`padding` must be 'same' or 'valid'. Received: padding={padding!r}")
+    check_float("bn_momentum", bn_momentum, low_inclusive=True, high=1.0, high_inclusive=False)
+    layout = [("conv", "conv1", 32, 5), ("pool", "pool1"), ("conv", "conv2", 64, 5), ("pool", "pool2"),
+              ("flatten",), ("dense", "fc1", 1024), ("dense", "logits", num_classes)]
+    inp = model_input(input_shape, batch_size)
+    out = _binary_twin(inp, layout, mode=mode, binary_activations=binary_activations,
+                       bn_momentum=bn_momentum, padding=padding)
+    kind = "bnn" if binary_activations else mode
+    return keras.Model(inp, out, name=name or f"madry_cnn_{kind}")
