@@ -177,7 +177,10 @@ def _ev_row(name, r):
 def render(results, args) -> str:
     env = results.get("environment", {})
     v = env.get("versions", {})
-    lines = [START, "", f"## Measured results ({results.get('measured_at', '?')})", "",
+    stamps = ", ".join(f"{k} {r['measured_at']} (load {r['load'][0]:.1f})"
+                       for k, r in results["parts"].items() if "measured_at" in r)
+    lines = [START, "", f"## Measured results (last part: {results.get('measured_at', '?')})", "",
+             f"When each part was measured: {stamps}." if stamps else "", "",
              f"Fashion-MNIST, {results['train_examples']} training / {results['test_examples']} test images; "
              f"Python {env.get('python')}, TF {v.get('tensorflow')}, tf_keras {v.get('tf-keras')}, "
              f"TF-MOT {v.get('tensorflow-model-optimization')}, {env.get('cpu_count')} shared cores "
@@ -316,6 +319,10 @@ def main(argv=None):
         return clone, cnn["seconds"]
 
     ctx = {"args": args, "train": train, "test": test, "small_cnn": small_cnn}
+    for r in results["parts"].values():  # parts from before per-part stamps: the run that made them
+        if "measured_at" not in r and "measured_at" in results:
+            r["measured_at"] = results["measured_at"]
+            r["load"] = results["environment"]["loadavg_1_5_15"]
     for part in args.parts.split(","):
         if part in results["parts"]:
             print(f"{part}: cached", flush=True)
