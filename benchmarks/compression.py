@@ -265,8 +265,9 @@ def render(results, args) -> str:
                          f"{100 * (b['accuracy'] - f['accuracy']):+.2f} | {b['robust_accuracy']:.4f} | "
                          f"{b['train_seconds']:.0f} |")
         gap = 100 * (f["accuracy"] - r["bwn"]["accuracy"])
+        side = "below" if gap >= 0 else "above"
         lines += ["", f"Target: binary-weight (BWN) within 5 points of the float twin: "
-                      f"**{'met' if gap <= 5 else 'missed'}** ({gap:+.2f} points).", ""]
+                      f"**{'met' if gap <= 5 else 'missed'}** ({abs(gap):.2f} points {side} it).", ""]
     if "lottery" in results["parts"]:
         r = results["parts"]["lottery"]
         c = r["config"]
