@@ -69,15 +69,23 @@ def binary_cnn(
     return keras.Model(inp, out, name=name or f"{mode}_cnn")
 
 
-def _binary_twin(inp, layout, *, mode, binary_activations, bn_momentum, padding):
-    """Rebuild a conv/pool/dense ``layout`` from binary layers, each followed by BatchNorm.
+def _binary_twin(base, layout, *, input_shape, batch_size, mode, binary_activations, bn_momentum, padding,
+                 name):
+    """Build the binary twin of ``base``: ``layout`` rebuilt from binary layers, each followed by BN.
 
     ``layout`` items: ``("conv", name, filters, kernel)``, ``("pool", name)``, ``("flatten",)``,
-    ``("dense", name, units)``; the last dense layer gives the logits.
+    ``("dense", name, units)``; the last item is the logits layer.
     """
+    if mode not in ("bwn", "binaryconnect"):
+        raise ValueError("`mode` must be 'bwn' or 'binaryconnect' (XNOR-Net's K map is not part of the "
+                         f"deployable twins; see binary_cnn). Received: mode={mode!r}")
+    if not isinstance(binary_activations, bool):
+        raise TypeError("`binary_activations` must be a bool. Received: "
+                        f"binary_activations={binary_activations!r}")
+    check_float("bn_momentum", bn_momentum, low_inclusive=True, high=1.0, high_inclusive=False)
+    inp = model_input(input_shape, batch_size)
     x = inp
     first = True
-    dense_layers = [item for item in layout if item[0] == "dense"]
     for item in layout:
         kind = item[0]
         if kind == "pool":
@@ -87,26 +95,17 @@ def _binary_twin(inp, layout, *, mode, binary_activations, bn_momentum, padding)
             x = layers.Flatten(name="flatten")(x)
             continue
         # the first layer sees real pixels; later ones see the sign of the previous BN output
-        binary_inputs = binary_activations and not first
-        common = dict(mode=mode, binary_inputs=binary_inputs, use_bias=False, name=item[1])
+        common = dict(mode=mode, binary_inputs=binary_activations and not first, use_bias=False, name=item[1])
         if kind == "conv":
             x = BinaryConv2D(item[2], item[3], padding=padding, **common)(x)
         else:
             x = BinaryDense(item[2], **common)(x)
         x = layers.BatchNormalization(momentum=bn_momentum, name=f"{item[1]}_bn")(x)
-        if not binary_activations and item is not dense_layers[-1]:
+        if not binary_activations and item is not layout[-1]:
             x = layers.Activation("relu", name=f"{item[1]}_relu")(x)
         first = False
-    return x
-
-
-def _check_twin_args(mode, binary_activations):
-    if mode not in ("bwn", "binaryconnect"):
-        raise ValueError("`mode` must be 'bwn' or 'binaryconnect' (XNOR-Net's K map is not part of the "
-                         f"deployable twins; see binary_cnn). Received: mode={mode!r}")
-    if not isinstance(binary_activations, bool):
-        raise TypeError("`binary_activations` must be a bool. Received: "
-                        f"binary_activations={binary_activations!r}")
+    kind = "bnn" if binary_activations else mode
+    return keras.Model(inp, x, name=name or f"{base}_{kind}")
 
 
 @register("binary_small_cnn")
@@ -145,18 +144,14 @@ def binary_small_cnn(
       Hubara et al., Binarized Neural Networks, https://arxiv.org/abs/1602.02830
     """
     num_classes = check_classes(num_classes)
-    _check_twin_args(mode, binary_activations)
     check_int("width", width)
     check_int("dense_units", dense_units)
-    check_float("bn_momentum", bn_momentum, low_inclusive=True, high=1.0, high_inclusive=False)
     layout = [("conv", "conv1", width, 3), ("pool", "pool1"), ("conv", "conv2", 2 * width, 3),
               ("pool", "pool2"), ("flatten",), ("dense", "fc1", dense_units),
               ("dense", "logits", num_classes)]
-    inp = model_input(input_shape, batch_size)
-    out = _binary_twin(inp, layout, mode=mode, binary_activations=binary_activations,
-                       bn_momentum=bn_momentum, padding="same")
-    kind = "bnn" if binary_activations else mode
-    return keras.Model(inp, out, name=name or f"small_cnn_{kind}")
+    return _binary_twin("small_cnn", layout, input_shape=input_shape, batch_size=batch_size, mode=mode,
+                        binary_activations=binary_activations, bn_momentum=bn_momentum, padding="same",
+                        name=name)
 
 
 @register("binary_madry_cnn")
@@ -176,14 +171,10 @@ def binary_madry_cnn(
     Same construction and deployment paths as :func:`binary_small_cnn`.
     """
     num_classes = check_classes(num_classes)
-    _check_twin_args(mode, binary_activations)
     if padding not in ("same", "valid"):
         raise ValueError(f"`padding` must be 'same' or 'valid'. Received: padding={padding!r}")
-    check_float("bn_momentum", bn_momentum, low_inclusive=True, high=1.0, high_inclusive=False)
     layout = [("conv", "conv1", 32, 5), ("pool", "pool1"), ("conv", "conv2", 64, 5), ("pool", "pool2"),
               ("flatten",), ("dense", "fc1", 1024), ("dense", "logits", num_classes)]
-    inp = model_input(input_shape, batch_size)
-    out = _binary_twin(inp, layout, mode=mode, binary_activations=binary_activations,
-                       bn_momentum=bn_momentum, padding=padding)
-    kind = "bnn" if binary_activations else mode
-    return keras.Model(inp, out, name=name or f"madry_cnn_{kind}")
+    return _binary_twin("madry_cnn", layout, input_shape=input_shape, batch_size=batch_size, mode=mode,
+                        binary_activations=binary_activations, bn_momentum=bn_momentum, padding=padding,
+                        name=name)
