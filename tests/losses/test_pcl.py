@@ -6,7 +6,7 @@ from tfrobust.losses import PrototypeConformity, prototype_conformity_loss
 from tfrobust.testing import layer_test
 
 
-def pcl_reference(f, y, w, squared):
+def pcl_reference(f, y, w, squared, push_weight=1.0):
     def d(a, b):
         v = np.sum((a - b) ** 2)
         return v if squared else np.sqrt(v)
@@ -14,27 +14,28 @@ def pcl_reference(f, y, w, squared):
     total = 0.0
     for fi, yi in zip(f, y):
         push = sum(d(fi, w[j]) + d(w[yi], w[j]) for j in range(k) if j != yi) / (k - 1)
-        total += d(fi, w[yi]) - push
+        total += d(fi, w[yi]) - push_weight * push
     return total / len(f)
 
 
-@pytest.mark.parametrize("squared", [True, False])
-def test_pcl_matches_the_paper_formula(rng, squared):
+@pytest.mark.parametrize("squared, push_weight", [(True, 1.0), (False, 1.0), (True, 1e-4), (False, 0.3)])
+def test_pcl_matches_the_paper_formula(rng, squared, push_weight):
     f = rng.normal(size=(6, 4)).astype("float32")
     y = rng.integers(0, 3, size=6)
     w = rng.normal(size=(3, 4)).astype("float32")
-    got = float(prototype_conformity_loss(f, y, w, squared=squared))
-    assert got == pytest.approx(pcl_reference(f, y, w, squared), rel=1e-4, abs=1e-4)
+    got = float(prototype_conformity_loss(f, y, w, squared=squared, push_weight=push_weight))
+    assert got == pytest.approx(pcl_reference(f, y, w, squared, push_weight), rel=1e-4, abs=1e-4)
 
 
 def test_pcl_layer_adds_weighted_loss_only_in_training(rng):
     f = rng.normal(size=(5, 3)).astype("float32")
     y = np.array([0, 1, 0, 1, 1])
-    layer = PrototypeConformity(num_classes=2, weight=0.5)
+    layer = PrototypeConformity(num_classes=2, weight=0.5, push_weight=0.25)
     out = layer([f, y], training=True)
     np.testing.assert_array_equal(out, f)
     w = layer.get_weights()[0]
-    assert float(sum(layer.losses)) == pytest.approx(0.5 * pcl_reference(f, y, w, True), rel=1e-4)
+    assert float(sum(layer.losses)) == pytest.approx(0.5 * pcl_reference(f, y, w, True, 0.25), rel=1e-4)
+    assert PrototypeConformity.from_config(layer.get_config()).push_weight == 0.25
     layer2 = PrototypeConformity(num_classes=2)
     layer2([f, y], training=False)
     assert not layer2.losses
@@ -59,7 +60,9 @@ def test_pcl_layer_passes_the_harness():
 
 
 @pytest.mark.parametrize("kwargs, match", [({"num_classes": 1}, "num_classes"),
-                                           ({"num_classes": 3, "weight": -1}, "weight")])
+                                           ({"num_classes": 3, "weight": -1}, "weight"),
+                                           ({"num_classes": 3, "push_weight": -1e-4}, "push_weight"),
+                                           ({"num_classes": 3, "push_weight": True}, "push_weight")])
 def test_pcl_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PrototypeConformity(**kwargs)

@@ -8,21 +8,25 @@ from tfrobust._keras import keras
 from tfrobust.layers._common import feature_shape
 
 
-def prototype_conformity_loss(features, labels, centroids, *, squared=True):
+def prototype_conformity_loss(features, labels, centroids, *, squared=True, push_weight=1.0):
     r"""PCL for a batch: pull each feature to its class centroid, push it and its centroid from others.
 
     .. math::
         \mathcal{L}_{PC} = \frac{1}{N}\sum_i \Big( d(f_i, w_{y_i})
-            - \frac{1}{k-1} \sum_{j \ne y_i} \big( d(f_i, w_j) + d(w_{y_i}, w_j) \big) \Big)
+            - \frac{\lambda}{k-1} \sum_{j \ne y_i} \big( d(f_i, w_j) + d(w_{y_i}, w_j) \big) \Big)
 
     with :math:`d(a, b) = \lVert a - b \rVert_2^2` (``squared=True``, as the official code's
-    proximity / contrastive-proximity losses) or :math:`\lVert a - b \rVert_2` (the paper's text).
+    proximity / contrastive-proximity losses) or :math:`\lVert a - b \rVert_2` (the paper's text),
+    and :math:`\lambda` = ``push_weight`` (1 in the paper's equation). The push term is unbounded
+    below: with :math:`\lambda` comparable to 1 it dominates and features and centroids grow
+    without limit, which is why the official code weights it 1e-4 relative to the pull.
 
     Args:
       features: [N, d] float.
       labels: [N] int class ids.
       centroids: [k, d] class prototypes :math:`w`.
       squared: squared Euclidean distances.
+      push_weight: :math:`\lambda`, the weight of the push (contrastive) term relative to the pull.
 
     Returns:
       Scalar loss.
@@ -43,7 +47,7 @@ def prototype_conformity_loss(features, labels, centroids, *, squared=True):
     own = tf.one_hot(labels, k, dtype=features.dtype)
     pull = tf.reduce_sum(d_fc * own, axis=1)
     push = tf.reduce_sum((d_fc + d_cc) * (1.0 - own), axis=1) / tf.cast(k - 1, features.dtype)
-    return tf.reduce_mean(pull - push)
+    return tf.reduce_mean(pull - push_weight * push)
 
 
 @keras.utils.register_keras_serializable(package="tfrobust")
@@ -60,8 +64,11 @@ class PrototypeConformity(keras.layers.Layer):
 
     Args:
       num_classes: k.
-      weight: weight of the loss.
+      weight: weight of the loss (of its pull term; the official code uses 1).
       squared: squared distances (official code) or plain L2 (paper text).
+      push_weight: weight of the push term relative to the pull. The default 1e-4 is the official
+        code's ratio (``--weight-conprox 1e-4`` vs ``--weight-prox 1``); 1 is the paper's equation,
+        whose unbounded push term then dominates training and costs much clean accuracy.
 
     References:
       Mustafa et al. Adversarial Defense by Restricting the Hidden Space of Deep Neural Networks.
@@ -71,15 +78,19 @@ class PrototypeConformity(keras.layers.Layer):
     stochastic = False
     gradient_masking = False
 
-    def __init__(self, num_classes, weight=0.1, squared=True, **kwargs):
+    def __init__(self, num_classes, weight=0.1, squared=True, push_weight=1e-4, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
             raise ValueError(f"`weight` must be a non-negative number. Received: weight={weight!r}")
+        if isinstance(push_weight, bool) or not isinstance(push_weight, (int, float)) or not push_weight >= 0:
+            raise ValueError("`push_weight` must be a non-negative number. "
+                             f"Received: push_weight={push_weight!r}")
         self.num_classes = num_classes
         self.weight = float(weight)
         self.squared = bool(squared)
+        self.push_weight = float(push_weight)
 
     def build(self, input_shape):
         f_shape = feature_shape(input_shape)
@@ -95,7 +106,8 @@ class PrototypeConformity(keras.layers.Layer):
             features, labels = inputs
             if training:
                 self.add_loss(self.weight * prototype_conformity_loss(features, labels, self.centroids,
-                                                                      squared=self.squared))
+                                                                      squared=self.squared,
+                                                                      push_weight=self.push_weight))
             return features
         return inputs
 
@@ -104,4 +116,4 @@ class PrototypeConformity(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "weight": self.weight,
-                "squared": self.squared}
+                "squared": self.squared, "push_weight": self.push_weight}

@@ -34,7 +34,7 @@ DEFENSES = {
     "wta_dropout": "WTA dropout keeping 50% of channels after each conv ReLU, k-WTA 50% on the dense layer",
     "cas": "CAS (beta = 2) after the last conv block",
     "cifs": "CIFS (beta = 2, linear probe) after the last conv block",
-    "pcl": "PCL (weight 0.1) on the penultimate features",
+    "pcl": "PCL (weight 0.1, push weight 1e-4 as the official code) on the penultimate features",
 }
 
 _LABELLED = ("cas", "cifs", "pcl")
