@@ -32,8 +32,8 @@ DEFENSES = {
     "dwp": "DWP keeping 50% of each kernel",
     "swp": "SWP with r = 50% of each kernel's weights",
     "wta_dropout": "WTA dropout keeping 50% of channels after each conv ReLU, k-WTA 50% on the dense layer",
-    "cas": "CAS (beta = 2) after the last conv block",
-    "cifs": "CIFS (beta = 2, linear probe) after the last conv block",
+    "cas": "CAS (beta = 2) on the penultimate (dense) features",
+    "cifs": "CIFS (beta = 2, linear probe) on the penultimate (dense) features",
     "pcl": "PCL (weight 0.1, push weight 1e-4 as the official code) on the penultimate features",
 }
 
@@ -125,10 +125,8 @@ def defended_cnn(
     def build(x, y):
         h = pool1(act1(conv1(x)))
         h = act2(conv2(h))
-        if defense in ("cas", "cifs"):
-            h = cond([h, y]) if y is not None else cond(h)
         h = act3(fc1(flat(pool2(h))))
-        if defense == "pcl":
+        if cond is not None:  # on the penultimate features, as the papers' last block
             h = cond([h, y]) if y is not None else cond(h)
         return head(h)
 
