@@ -21,6 +21,10 @@ run resumes at the first unfinished part, and ``full`` resumes mid-training via 
 Usage:
     .venv/bin/python -m benchmarks.training                       # reduced run, ~10 min on 2 cores
     .venv/bin/python -m benchmarks.training --parts full --full_epochs 30   # the long measurement
+    .venv/bin/python -m benchmarks.training --parts small --rerun small     # measure a part again
+
+A cached ``full`` part is reused only if it was measured with the same ``--full_epochs`` and
+``--full_padding``.
     .venv/bin/python -m benchmarks.training --quick               # smoke run, writes to /tmp
 """
 
@@ -40,7 +44,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks._harness import compare, markdown_table  # noqa: E402
-from tfrobust import data, models, utils  # noqa: E402
+from tfrobust import attacks, data, models, utils  # noqa: E402
 from tfrobust._keras import keras  # noqa: E402
 from tfrobust.evaluation import robust_accuracy  # noqa: E402
 from tfrobust.trainers import (  # noqa: E402
@@ -57,6 +61,16 @@ END = "<!-- benchmarks/training.py: generated section end -->"
 
 def _ce():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _pgd20_accuracy(model, x, y, batch_size=500):
+    """Accuracy under PGD-20 (step 0.01, random start) at eps 0.1."""
+    hits = 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        adv = attacks.pgd(model, xb, yb, eps=EPS, step_size=0.01, steps=20, seed=0)
+        hits += int(np.sum(np.argmax(model.predict(np.asarray(adv), verbose=0), 1) == yb))
+    return hits / len(x)
 
 
 def _robust(model, x, y, preset):
@@ -257,11 +271,22 @@ def part_full(args):
                      "train_seconds_this_session": round(seconds, 1),
                      "train_seconds_total": round(sum(epoch_seconds.values()), 1),
                      "epoch_seconds_median": round(float(np.median(list(epoch_seconds.values()))), 1),
-                     **_robust(model, xt, yt, "standard")})
+                     **_robust(model, xt, yt, "standard"),
+                     # robust generalisation: the same attack on test and on training images
+                     "pgd20_test": _pgd20_accuracy(model, xt, yt),
+                     "pgd20_train": _pgd20_accuracy(model, x[:len(xt)], y[:len(xt)])})
     return {"rows": rows, "settings": {"model": f"madry_cnn(padding={args.full_padding!r}), "
                                                 f"{model.count_params():,} params", "train_examples": len(x),
                                        "test_examples": len(xt), "eps": EPS,
                                        "schedule": "Adam 1e-3 cosine decay, eps warm-up 2 epochs"}}
+
+
+def _same_settings(part, result, args):
+    """Whether a cached part was measured with this run's settings (only ``full`` has costly ones)."""
+    if part != "full":
+        return True
+    rows, model = result.get("rows") or [{}], result.get("settings", {}).get("model", "")
+    return rows[0].get("epochs") == args.full_epochs and f"padding={args.full_padding!r}" in model
 
 
 PARTS = {"ratios": part_ratios, "small": part_small, "proactive": part_proactive,
@@ -339,12 +364,13 @@ def render(results, args) -> str:
                   f"robust accuracy with `robust_accuracy(preset=\"standard\")` (APGD-CE -> APGD-DLR, "
                   f"100 steps each, cascade, then random search) at eps {st['eps']} on the first "
                   f"{st['test_examples']} test images.", "",
-                  "| training | epochs | clean | robust (standard) | training time (sum of epochs) "
-                  "| median epoch |", "|---|---|---|---|---|---|"]
+                  "| training | epochs | clean | robust (standard) | PGD-20 test | PGD-20 training images "
+                  "| training time (sum of epochs) | median epoch |", "|---|---|---|---|---|---|---|---|"]
         for row in r["rows"]:
             total = row.get("train_seconds_total")
+            pgd_cells = " | ".join(_pct(row[k]) if k in row else "-" for k in ("pgd20_test", "pgd20_train"))
             lines.append(f"| {row['training']} | {row['epochs']} | {_pct(row['clean'])} | "
-                         f"{_pct(row['robust'])} | "
+                         f"{_pct(row['robust'])} | {pgd_cells} | "
                          f"{'-' if total is None else f'{total / 60:.1f} min'} | "
                          f"{row.get('epoch_seconds_median', '-')} s |")
         pgd = next((row for row in r["rows"] if row["training"].startswith("PGD")), None)
@@ -353,6 +379,14 @@ def render(results, args) -> str:
             ok = pgd["robust"] >= 0.78 and pgd["clean"] >= 0.85
             lines += ["", f"Target PGD-AT >= 78% robust and >= 85% clean: **{'met' if ok else 'missed'}** "
                           f"({_pct(pgd['robust'])} / {_pct(pgd['clean'])})."]
+            if "pgd20_train" in pgd:
+                gap = 100 * (pgd["pgd20_train"] - pgd["pgd20_test"])
+                lines += ["", f"PGD-20 accuracy on {st['test_examples']} training images is {gap:.1f} points "
+                              "above the test figure: " + (
+                                  "the robust generalisation gap is small, so the model *underfits* the "
+                                  "adversarial objective; more epochs (or capacity) is what would raise it."
+                                  if gap < 5 else "robust overfitting; early stopping on a robust "
+                                  "validation metric is what helps.")]
         if pgd and fast:
             gap = 100 * (pgd["robust"] - fast["robust"])
             lines += ["", f"Target FGSM-RS within 3 points of PGD-AT: **{'met' if gap <= 3 else 'missed'}** "
@@ -432,6 +466,7 @@ def main(argv=None):
     parser.add_argument("--loop_epochs", type=int, default=1)
     parser.add_argument("--rounds_loop", type=int, default=2)
     parser.add_argument("--probe", type=int, default=30)
+    parser.add_argument("--rerun", default="", help="comma-separated parts to measure again even if cached")
     parser.add_argument("--full_epochs", type=int, default=30)
     parser.add_argument("--full_eval_n", type=int, default=1000)
     parser.add_argument("--full_padding", default="same", choices=("same", "valid"),
@@ -451,8 +486,9 @@ def main(argv=None):
     cache.mkdir(parents=True, exist_ok=True)
     results_path = cache / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    rerun = {p for p in args.rerun.split(",") if p}
     for part in parts:
-        if part in results:
+        if part in results and part not in rerun and _same_settings(part, results[part], args):
             print(f"[{part}] cached in {results_path}", flush=True)
             continue
         t0 = time.perf_counter()
