@@ -113,6 +113,8 @@ def main(argv=None):
     parser.add_argument("--cache", default="runs/bench_defenses")
     parser.add_argument("--defenses", default="none,kwta,sap,pcl,cas,cifs,wta_dropout,rna,rsa,rnw,rsw,"
                                               "dwp,swp")
+    parser.add_argument("--no_eot_check", action="store_true",
+                        help="skip the EOT convergence check of stochastic defenses that appear to help")
     args = parser.parse_args(argv)
     quick = args.quick
     n_train, epochs, n_eval = (2000, 1, 100) if quick else (10000, 3, 500)
@@ -142,7 +144,66 @@ def main(argv=None):
             print(f"  clean {row['clean_accuracy']:.3f}  pgd20 {row['pgd20_accuracy']:.3f}  "
                   f"adaptive {row['adaptive_accuracy']:.3f}", flush=True)
             _write(rows, args, n_train, epochs, n_eval)  # partial tables survive an interruption
-    _write(rows, args, n_train, epochs, n_eval)
+    checks = None if args.no_eot_check else _eot_check(rows, x_train, y_train, x_test, y_test, cache, epochs)
+    _write(rows, args, n_train, epochs, n_eval, checks)
+
+
+EOT_CHECK = (10, 40)  # EOT samples compared on the stochastic rows that appear to help
+EOT_CHECK_N = 200
+
+
+def _eot_check(rows, x_train, y_train, x_test, y_test, cache, epochs):
+    """Does the adaptive figure of a stochastic defense that appears to help hold with more EOT?
+
+    For every row whose model declares stochastic layers and whose worst case beats the
+    undefended CNN by more than 2 points, retrain it (same seed) and run the adaptive preset with
+    ``EOT_CHECK`` samples on the first ``EOT_CHECK_N`` test images. A figure that keeps falling
+    with more samples means EOT had not converged and the gain is (partly) obfuscation.
+    """
+    baseline = {r["training"]: _worst(r) for r in rows if r["defense"] == "none"}
+    checks = []
+    for r in rows:
+        ref = baseline.get(r["training"])
+        stochastic = r["adaptive_config"]["declared_layers"]["stochastic"]
+        if not stochastic or ref is None or _worst(r) - ref <= 0.02:
+            continue
+        key = f"{r['defense']}_{'pgdat' if r['training'] != 'standard' else 'std'}_eot"
+        path = cache / f"{key}.json"
+        if path.exists():
+            checks.append(json.loads(path.read_text()))
+            print(f"[cached] {key}", flush=True)
+            continue
+        print(f"[eot check] {key}", flush=True)
+        model, _ = _train(r["defense"], r["training"] != "standard", x_train, y_train, epochs=epochs,
+                          batch_size=128, seed=0)
+        xs, ys = x_test[:EOT_CHECK_N], y_test[:EOT_CHECK_N]
+        check = {"defense": r["defense"], "training": r["training"], "n": len(xs)}
+        for samples in EOT_CHECK:
+            t0 = time.perf_counter()
+            rep = robust_accuracy(model, xs, ys, eps=EPS, preset="adaptive", eot_samples=samples)
+            check[f"eot{samples}"] = rep.robust_accuracy
+            check[f"eot{samples}_seconds"] = round(time.perf_counter() - t0, 1)
+            print(f"  EOT x{samples}: {rep.robust_accuracy:.3f}", flush=True)
+        utils.atomic_write_json(path, check)
+        checks.append(check)
+    return checks
+
+
+def _eot_lines(checks):
+    lo, hi = EOT_CHECK
+    n = checks[0]["n"] if checks else EOT_CHECK_N
+    lines = ["", "## EOT convergence (stochastic defenses that appear to help)", "",
+             f"The adaptive preset with EOT x{lo} and x{hi} on the first {n} test images "
+             "(retrained with the same seed). A figure that falls with more samples means the "
+             "gradient estimate had not converged: the apparent gain is partly obfuscated gradients.", "",
+             f"| defense | training | EOT x{lo} | EOT x{hi} | change |", "|---|---|---|---|---|"]
+    if not checks:
+        lines += ["| (none: no stochastic defense beat the undefended CNN by more than 2 points) | | | | |"]
+    for c in checks:
+        change = 100 * (c[f"eot{hi}"] - c[f"eot{lo}"])
+        lines.append(f"| {c['defense']} | {c['training']} | {100 * c[f'eot{lo}']:.1f}% | "
+                     f"{100 * c[f'eot{hi}']:.1f}% | {change:+.1f} points |")
+    return lines
 
 
 def _worst(r):
@@ -168,7 +229,7 @@ def _attacks_cell(r):
     return ", ".join(cfg["attacks"]) + eot
 
 
-def _write(rows, args, n_train, epochs, n_eval):
+def _write(rows, args, n_train, epochs, n_eval, checks=None):
     env = utils.environment()
     now = datetime.now(UTC).isoformat(timespec="minutes")
     lines = [
@@ -210,6 +271,8 @@ def _write(rows, args, n_train, epochs, n_eval):
               "known. A gap of 5 points or more (bold) means PGD-20 alone would have overstated the "
               "defense.", "", "Defense settings:", ""]
     lines += [f"- `{k}`: {v}" for k, v in models.DEFENSES.items()]
+    if checks is not None:
+        lines += _eot_lines(checks)
     if rows:
         lines += ["", "Attack configurations (from the evaluation reports):", "",
                   "- fast preset: `" + json.dumps(rows[0]["fast_config"], sort_keys=True) + "`",
@@ -221,7 +284,8 @@ def _write(rows, args, n_train, epochs, n_eval):
     lines += ["", f"Environment: Python {env['python']}, TF {env['versions']['tensorflow']}, "
               f"{env['cpu_count']} cores, load {env['loadavg_1_5_15']}."]
     utils.atomic_write_text(args.out, "\n".join(lines) + "\n")
-    utils.atomic_write_json(Path(args.out).with_suffix(".json"), {"rows": rows, "environment": env})
+    utils.atomic_write_json(Path(args.out).with_suffix(".json"),
+                            {"rows": rows, "eot_check": checks, "environment": env})
     print(f"wrote {args.out}")
 
 
