@@ -234,6 +234,26 @@ def _verdict(r, worst, gap, baseline):
     return "; ".join(parts) or "-"
 
 
+def _summary(rows, baseline):
+    """One generated line per finding: which rows break, which gain, which do not."""
+    broken, gains, none = [], [], []
+    for r in rows:
+        if r["defense"] == "none":
+            continue
+        worst = _worst(r)
+        label = f"{r['defense']} ({'AT' if r['training'] != 'standard' else 'std'})"
+        if r["pgd20_accuracy"] - worst >= 0.05:
+            broken.append(label)
+        ref = baseline.get(r["training"])
+        if ref is not None:
+            (gains if worst - ref > 0.02 else none).append(f"{label} {100 * (worst - ref):+.1f}")
+    return ["", "Summary (generated from the table):", "",
+            f"- PGD-20 overstates by 5+ points (adaptive attacks break it): {', '.join(broken) or 'none'}.",
+            f"- Worst case more than 2 points above the undefended CNN with the same training: "
+            f"{', '.join(gains) or 'none'} (points; see the EOT check below for stochastic ones).",
+            f"- No gain: {', '.join(none) or 'none'}."]
+
+
 def _attacks_cell(r):
     cfg = r["adaptive_config"]
     eot = f", EOT x{cfg['eot_samples']}" if cfg.get("eot_samples") else ""
@@ -273,6 +293,7 @@ def _write(rows, args, n_train, epochs, n_eval, checks=None):
                      f"{100 * r['pgd20_accuracy']:.1f}% | {100 * r['adaptive_accuracy']:.1f}% | "
                      f"{worst_cell} | {gap_cell} | {_verdict(r, worst, gap, baseline)} | "
                      f"{_attacks_cell(r)} | {PAPER.get(r['defense'], '-')} |")
+    lines += _summary(rows, baseline)
     lines += ["", "Verdict: *breaks under adaptive attack* when the worst case is 5 or more points below "
               "PGD-20; *no gain* when the worst case is within 2 points of (or below) the undefended CNN "
               "with the same training; otherwise the gain over that CNN in points.", "",
