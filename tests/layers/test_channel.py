@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from tfrobust._keras import keras
+from tfrobust.attacks import bpda_scope
 from tfrobust.layers import (
     ChannelActivationSuppressing,
     ChannelImportanceFeatureSelection,
@@ -100,3 +101,40 @@ def test_three_inputs_are_refused():
     layer = ChannelActivationSuppressing(3)
     with pytest.raises(ValueError, match="features"):
         layer.call([tf.zeros((1, 2, 2, 3))] * 3)
+
+
+@pytest.mark.parametrize("make", [lambda: ChannelActivationSuppressing(4),
+                                  lambda: ChannelImportanceFeatureSelection(4),
+                                  lambda: ChannelImportanceFeatureSelection(4, probe="nonlinear", hidden=8)])
+@pytest.mark.parametrize("shape", [(3, 5, 5, 6), (3, 6)])
+def test_bpda_keeps_the_forward_value_and_backpropagates_through_the_surrogate(rng, make, shape):
+    layer = make()
+    assert layer.gradient_masking  # the arg-max / top-2 selection is invisible to gradients
+    f = tf.constant(rng.normal(size=shape).astype("float32"))
+    plain = layer(f)
+    weights = tf.constant(rng.normal(size=shape).astype("float32"))
+    with bpda_scope():
+        with tf.GradientTape() as tape:
+            tape.watch(f)
+            out = layer(f)
+            loss = tf.reduce_sum(out * weights)
+        grad = tape.gradient(loss, f)
+    np.testing.assert_allclose(out, plain, atol=1e-6)
+    with tf.GradientTape() as tape:
+        tape.watch(f)
+        surrogate = tf.reduce_sum(layer.bpda_approximation(f) * weights)
+    np.testing.assert_allclose(grad, tape.gradient(surrogate, f), rtol=1e-5, atol=1e-6)
+    with tf.GradientTape() as tape:  # outside the scope the masked gradient is different
+        tape.watch(f)
+        loss = tf.reduce_sum(layer(f) * weights)
+    assert np.max(np.abs(tape.gradient(loss, f) - grad)) > 1e-3
+
+
+def test_cas_bpda_surrogate_is_the_probability_weighted_mask(rng):
+    layer = ChannelActivationSuppressing(3)
+    f = rng.uniform(size=(2, 4, 4, 5)).astype("float32")
+    layer(f)
+    m = layer.get_weights()[0]  # [K, C]
+    probs = softmax(f.mean(axis=(1, 2)) @ m)
+    expected = f * (probs @ m.T)[:, None, None, :]
+    np.testing.assert_allclose(layer.bpda_approximation(tf.constant(f)), expected, rtol=1e-5, atol=1e-6)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfrobust._keras import keras
+from tfrobust.layers._bpda import bpda
 from tfrobust.layers._common import check_choice, check_non_negative, feature_shape
 
 
@@ -62,6 +63,12 @@ class ChannelActivationSuppressing(keras.layers.Layer):
 
     and in training the loss :math:`\beta \cdot \mathcal{L}_{CAS} = -\beta \log \hat p_y` is added.
 
+    Robustness note: at test time the channel mask is picked by an arg-max, a step function of
+    the input whose effect gradients never see (the mask switches class and the output jumps), so
+    the layer declares ``gradient_masking``. Under ``tfrobust.attacks.bpda_scope()`` (the
+    ``adaptive`` preset) its backward pass uses :meth:`bpda_approximation`, the probability-
+    weighted mask :math:`f \otimes (M\,\hat p)`; the forward value is unchanged.
+
     Args:
       num_classes: C.
       beta: weight of the CAS loss (the paper uses 2).
@@ -74,7 +81,7 @@ class ChannelActivationSuppressing(keras.layers.Layer):
     """
 
     stochastic = False
-    gradient_masking = False
+    gradient_masking = True
 
     def __init__(self, num_classes, beta=2.0, use_labels_in_training=True, **kwargs):
         super().__init__(**kwargs)
@@ -105,7 +112,15 @@ class ChannelActivationSuppressing(keras.layers.Layer):
                                                               from_logits=True)
             self.add_loss(self.beta * tf.reduce_mean(ce))
         mask = tf.gather(tf.transpose(self.kernel), cls)  # M_y: [B, K]
-        return f * _broadcast_channels(mask, f)
+        out = f * _broadcast_channels(mask, f)
+        if training and labels is not None and self.use_labels_in_training:
+            return out  # the label path is not what an attacker differentiates
+        return bpda(out, lambda: self.bpda_approximation(f))
+
+    def bpda_approximation(self, features):
+        """BPDA stand-in: the mask weighted by the probe's probabilities, ``f * (M softmax(z))``."""
+        probs = tf.nn.softmax(self.probe_logits(features), axis=-1)
+        return features * _broadcast_channels(tf.matmul(probs, self.kernel, transpose_b=True), features)
 
     def compute_output_shape(self, input_shape):
         return feature_shape(input_shape)
@@ -131,6 +146,12 @@ class ChannelImportanceFeatureSelection(keras.layers.Layer):
     with :math:`\gamma` = ``mask_scale`` (2 in the official code). In training the probe's
     cross-entropy times ``beta`` is added to the losses.
 
+    Robustness note: the mask depends on the input through a top-2 selection and through the
+    probe's gradients on *detached* features, neither of which gradients see, so the layer
+    declares ``gradient_masking``. Under ``tfrobust.attacks.bpda_scope()`` (the ``adaptive``
+    preset) its backward pass uses :meth:`bpda_approximation`: the same mask with the top-2
+    one-hot replaced by ``2 * softmax(A(f))`` and the features not detached.
+
     Args:
       num_classes: number of classes.
       probe: ``"linear"`` or ``"nonlinear"``.
@@ -144,7 +165,7 @@ class ChannelImportanceFeatureSelection(keras.layers.Layer):
     """
 
     stochastic = False
-    gradient_masking = False
+    gradient_masking = True
 
     def __init__(self, num_classes, probe="linear", hidden=128, beta=2.0, mask_scale=2.0, **kwargs):
         super().__init__(**kwargs)
@@ -171,7 +192,9 @@ class ChannelImportanceFeatureSelection(keras.layers.Layer):
 
     def probe_logits(self, features):
         """The probe's class scores :math:`A(f)`."""
-        z = _gap(features)
+        return self._probe_on_gap(_gap(features))
+
+    def _probe_on_gap(self, z):
         if self.probe == "nonlinear":
             z = tf.nn.softplus(5.0 * (tf.matmul(z, self.hidden_kernel) + self.hidden_bias)) / 5.0
         return tf.matmul(z, self.kernel) + self.bias
@@ -198,7 +221,25 @@ class ChannelImportanceFeatureSelection(keras.layers.Layer):
             ce = keras.losses.sparse_categorical_crossentropy(
                 tf.reshape(labels, [-1]), self.probe_logits(f), from_logits=True)
             self.add_loss(self.beta * tf.reduce_mean(ce))
-        return f * _broadcast_channels(mask, f)
+        out = f * _broadcast_channels(mask, f)
+        if training and labels is not None:
+            return out
+        return bpda(out, lambda: self.bpda_approximation(f))
+
+    def bpda_approximation(self, features):
+        r"""BPDA stand-in: relevance ``sum_c 2 softmax(A(f))_c dA_c/dGAP(f)``, features not detached.
+
+        The probe sees ``f`` only through its global average, so the spatial sum of
+        :math:`\partial A_c / \partial f_k(i, j)` is :math:`\partial A_c / \partial \hat f_k`.
+        """
+        g = _gap(features)
+        with tf.GradientTape() as tape:
+            tape.watch(g)
+            logits = self._probe_on_gap(g)
+        jac = tape.batch_jacobian(logits, g)  # [B, C, K]
+        relevance = tf.einsum("bc,bck->bk", 2.0 * tf.nn.softmax(logits, axis=-1), jac)
+        mask = tf.nn.softmax(relevance, axis=-1) * self.mask_scale
+        return features * _broadcast_channels(mask, features)
 
     def compute_output_shape(self, input_shape):
         return feature_shape(input_shape)
