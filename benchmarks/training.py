@@ -479,7 +479,7 @@ def main(argv=None):
         args.eval_n, args.loop_train, args.rounds_loop, args.probe, args.full_epochs = 100, 500, 1, 5, 1
         args.full_train, args.full_eval_n = 256, 100
     parts = [p for p in args.parts.split(",") if p]
-    unknown = sorted(set(parts) - set(PARTS))
+    unknown = sorted((set(parts) | {p for p in args.rerun.split(",") if p}) - set(PARTS))
     if unknown:
         raise SystemExit(f"unknown parts {unknown}; expected some of {sorted(PARTS)}")
     cache = Path(args.cache)
