@@ -118,6 +118,10 @@ def main(argv=None):
     parser.add_argument("--eot_check_skip", default="sap",
                         help="defenses left out of the EOT check (listed as not checked)")
     args = parser.parse_args(argv)
+    named = [d for d in args.defenses.split(",") + args.eot_check_skip.split(",") if d]
+    unknown = sorted(set(named) - set(models.DEFENSES))
+    if unknown:
+        parser.error(f"unknown defenses {unknown}; expected some of {sorted(models.DEFENSES)}")
     quick = args.quick
     n_train, epochs, n_eval = (2000, 1, 100) if quick else (10000, 3, 500)
     x_train, y_train = data.load_dataset("fashion_mnist", "train", limit=n_train)
