@@ -131,28 +131,44 @@ def main(argv=None):
     rows = []
     for defense in args.defenses.split(","):
         for adversarial in ((False, True) if defense in PGD_AT else (False,)):
-            key = f"{defense}_{'pgdat' if adversarial else 'std'}"
-            path = cache / f"{key}.json"
-            if path.exists():
-                rows.append(json.loads(path.read_text()))
-                print(f"[cached] {key}", flush=True)
-                continue
-            print(f"[train] {key}", flush=True)
-            model, train_s = _train(defense, adversarial, x_train, y_train, epochs=epochs,
-                                    batch_size=128, seed=0)
-            t0 = time.perf_counter()
-            row = {"defense": defense, "training": "PGD-7 AT" if adversarial else "standard",
-                   "train_seconds": round(train_s, 1),
-                   **_evaluate(model, x_test, y_test)}
-            row["eval_seconds"] = round(time.perf_counter() - t0, 1)
-            utils.atomic_write_json(path, row)
-            rows.append(row)
-            print(f"  clean {row['clean_accuracy']:.3f}  pgd20 {row['pgd20_accuracy']:.3f}  "
-                  f"adaptive {row['adaptive_accuracy']:.3f}", flush=True)
+
+            def measure(defense=defense, adversarial=adversarial):
+                model, train_s = _train(defense, adversarial, x_train, y_train, epochs=epochs,
+                                        batch_size=128, seed=0)
+                t0 = time.perf_counter()
+                row = {"defense": defense, "training": "PGD-7 AT" if adversarial else "standard",
+                       "train_seconds": round(train_s, 1),
+                       **_evaluate(model, x_test, y_test)}
+                row["eval_seconds"] = round(time.perf_counter() - t0, 1)
+                print(f"  clean {row['clean_accuracy']:.3f}  pgd20 {row['pgd20_accuracy']:.3f}  "
+                      f"adaptive {row['adaptive_accuracy']:.3f}", flush=True)
+                return row
+
+            rows.append(_cached(cache, _key(defense, adversarial), "train", measure))
             _write(rows, args, n_train, epochs, n_eval)  # partial tables survive an interruption
     checks = None if args.no_eot_check else _eot_check(rows, x_train, y_train, x_test, y_test, cache, epochs,
                                                        skip=[d for d in args.eot_check_skip.split(",") if d])
     _write(rows, args, n_train, epochs, n_eval, checks)
+
+
+def _key(defense, adversarial):
+    return f"{defense}_{'pgdat' if adversarial else 'std'}"
+
+
+def _adversarial(r):
+    return r["training"] != "standard"
+
+
+def _cached(cache, key, stage, compute):
+    """The JSON result cached under ``key``, or ``compute()``'s, written atomically (resumable runs)."""
+    path = cache / f"{key}.json"
+    if path.exists():
+        print(f"[cached] {key}", flush=True)
+        return json.loads(path.read_text())
+    print(f"[{stage}] {key}", flush=True)
+    result = compute()
+    utils.atomic_write_json(path, result)
+    return result
 
 
 EOT_CHECK = (10, 40)  # EOT samples compared on the stochastic rows that appear to help
@@ -169,35 +185,30 @@ def _eot_check(rows, x_train, y_train, x_test, y_test, cache, epochs, skip=()):
     Defenses in ``skip`` are listed as not checked (SAP: its EOT x10 evaluation alone takes the
     better part of an hour on 2 cores).
     """
-    baseline = {r["training"]: _worst(r) for r in rows if r["defense"] == "none"}
+    baseline = _baseline(rows)
     checks = []
     for r in rows:
-        ref = baseline.get(r["training"])
-        stochastic = r["adaptive_config"]["declared_layers"]["stochastic"]
-        if not stochastic or ref is None or _worst(r) - ref <= 0.02:
+        gain = _gain(r, baseline)
+        if not r["adaptive_config"]["declared_layers"]["stochastic"] or gain is None or gain <= GAIN:
             continue
         if r["defense"] in skip:
             checks.append({"defense": r["defense"], "training": r["training"], "skipped": True})
             continue
-        key = f"{r['defense']}_{'pgdat' if r['training'] != 'standard' else 'std'}_eot"
-        path = cache / f"{key}.json"
-        if path.exists():
-            checks.append(json.loads(path.read_text()))
-            print(f"[cached] {key}", flush=True)
-            continue
-        print(f"[eot check] {key}", flush=True)
-        model, _ = _train(r["defense"], r["training"] != "standard", x_train, y_train, epochs=epochs,
-                          batch_size=128, seed=0)
-        xs, ys = x_test[:EOT_CHECK_N], y_test[:EOT_CHECK_N]
-        check = {"defense": r["defense"], "training": r["training"], "n": len(xs)}
-        for samples in EOT_CHECK:
-            t0 = time.perf_counter()
-            rep = robust_accuracy(model, xs, ys, eps=EPS, preset="adaptive", eot_samples=samples)
-            check[f"eot{samples}"] = rep.robust_accuracy
-            check[f"eot{samples}_seconds"] = round(time.perf_counter() - t0, 1)
-            print(f"  EOT x{samples}: {rep.robust_accuracy:.3f}", flush=True)
-        utils.atomic_write_json(path, check)
-        checks.append(check)
+
+        def measure(r=r):
+            model, _ = _train(r["defense"], _adversarial(r), x_train, y_train, epochs=epochs,
+                              batch_size=128, seed=0)
+            xs, ys = x_test[:EOT_CHECK_N], y_test[:EOT_CHECK_N]
+            check = {"defense": r["defense"], "training": r["training"], "n": len(xs)}
+            for samples in EOT_CHECK:
+                t0 = time.perf_counter()
+                report = robust_accuracy(model, xs, ys, eps=EPS, preset="adaptive", eot_samples=samples)
+                check[f"eot{samples}"] = report.robust_accuracy
+                check[f"eot{samples}_seconds"] = round(time.perf_counter() - t0, 1)
+                print(f"  EOT x{samples}: {report.robust_accuracy:.3f}", flush=True)
+            return check
+
+        checks.append(_cached(cache, _key(r["defense"], _adversarial(r)) + "_eot", "eot check", measure))
     return checks
 
 
@@ -221,19 +232,33 @@ def _eot_lines(checks):
     return lines
 
 
+BREAKS = 0.05  # PGD-20 minus the worst case at which a defense "breaks under adaptive attack"
+GAIN = 0.02  # worst case above the undefended CNN's beyond which a defense counts as a gain
+
+
 def _worst(r):
     w = r.get("worst_case_accuracy")
     return min(r["pgd20_accuracy"], r["adaptive_accuracy"]) if w is None else w
 
 
-def _verdict(r, worst, gap, baseline):
-    parts = []
-    if gap >= 0.05:
-        parts.append("**breaks under adaptive attack**")
+def _baseline(rows):
+    """The undefended CNN's worst case per training."""
+    return {r["training"]: _worst(r) for r in rows if r["defense"] == "none"}
+
+
+def _gain(r, baseline):
+    """Worst case minus the undefended CNN's with the same training (None for it or without one)."""
     ref = baseline.get(r["training"])
-    if r["defense"] != "none" and ref is not None:
-        gain = worst - ref
-        parts.append("no gain over the undefended CNN" if gain <= 0.02 else f"+{100 * gain:.1f} points "
+    return None if r["defense"] == "none" or ref is None else _worst(r) - ref
+
+
+def _verdict(r, gap, baseline):
+    parts = []
+    if gap >= BREAKS:
+        parts.append("**breaks under adaptive attack**")
+    gain = _gain(r, baseline)
+    if gain is not None:
+        parts.append("no gain over the undefended CNN" if gain <= GAIN else f"+{100 * gain:.1f} points "
                      "over the undefended CNN")
     return "; ".join(parts) or "-"
 
@@ -244,13 +269,12 @@ def _summary(rows, baseline):
     for r in rows:
         if r["defense"] == "none":
             continue
-        worst = _worst(r)
-        label = f"{r['defense']} ({'AT' if r['training'] != 'standard' else 'std'})"
-        if r["pgd20_accuracy"] - worst >= 0.05:
+        label = f"{r['defense']} ({'AT' if _adversarial(r) else 'std'})"
+        if r["pgd20_accuracy"] - _worst(r) >= BREAKS:
             broken.append(label)
-        ref = baseline.get(r["training"])
-        if ref is not None:
-            (gains if worst - ref > 0.02 else none).append(f"{label} {100 * (worst - ref):+.1f}")
+        gain = _gain(r, baseline)
+        if gain is not None:
+            (gains if gain > GAIN else none).append(f"{label} {100 * gain:+.1f}")
     return ["", "Summary (generated from the table):", "",
             f"- PGD-20 overstates by 5+ points (adaptive attacks break it): {', '.join(broken) or 'none'}.",
             f"- Worst case more than 2 points above the undefended CNN with the same training: "
@@ -283,19 +307,16 @@ def _write(rows, args, n_train, epochs, n_eval, checks=None):
         "| PGD-20 overstated by | verdict | adaptive attacks | paper's claim |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    baseline = {r["training"]: _worst(r) for r in rows if r["defense"] == "none"}
+    baseline = _baseline(rows)
     for r in rows:
-        worst = r.get("worst_case_accuracy")
-        if worst is None:  # rows cached before per-example masks were recorded
-            worst_cell = f"<= {100 * min(r['pgd20_accuracy'], r['adaptive_accuracy']):.1f}%"
-            worst = min(r["pgd20_accuracy"], r["adaptive_accuracy"])
-        else:
-            worst_cell = f"{100 * worst:.1f}%"
+        worst = _worst(r)
+        # rows cached before per-example masks were recorded only know an upper bound
+        worst_cell = f"{'<= ' if r.get('worst_case_accuracy') is None else ''}{100 * worst:.1f}%"
         gap = r["pgd20_accuracy"] - worst
-        gap_cell = f"**{100 * gap:.1f} points**" if gap >= 0.05 else f"{100 * gap:.1f} points"
+        gap_cell = f"**{100 * gap:.1f} points**" if gap >= BREAKS else f"{100 * gap:.1f} points"
         lines.append(f"| {r['defense']} | {r['training']} | {100 * r['clean_accuracy']:.1f}% | "
                      f"{100 * r['pgd20_accuracy']:.1f}% | {100 * r['adaptive_accuracy']:.1f}% | "
-                     f"{worst_cell} | {gap_cell} | {_verdict(r, worst, gap, baseline)} | "
+                     f"{worst_cell} | {gap_cell} | {_verdict(r, gap, baseline)} | "
                      f"{_attacks_cell(r)} | {PAPER.get(r['defense'], '-')} |")
     lines += _summary(rows, baseline)
     lines += ["", "Verdict: *breaks under adaptive attack* when the worst case is 5 or more points below "

@@ -22,15 +22,16 @@ Usage:
     .venv/bin/python -m benchmarks.training                       # reduced run, ~10 min on 2 cores
     .venv/bin/python -m benchmarks.training --parts full --full_epochs 30   # the long measurement
     .venv/bin/python -m benchmarks.training --parts small --rerun small     # measure a part again
+    .venv/bin/python -m benchmarks.training --quick               # smoke run, writes to /tmp
 
 A cached ``full`` part is reused only if it was measured with the same ``--full_epochs`` and
 ``--full_padding``.
-    .venv/bin/python -m benchmarks.training --quick               # smoke run, writes to /tmp
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -52,6 +53,7 @@ from tfrobust.trainers import (  # noqa: E402
     AttackSpec,
     FeedbackLearning,
     ProactiveDefense,
+    accuracy_under,
 )
 
 EPS = 0.1
@@ -63,14 +65,10 @@ def _ce():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _pgd20_accuracy(model, x, y, batch_size=500):
+def _pgd20_accuracy(model, x, y):
     """Accuracy under PGD-20 (step 0.01, random start) at eps 0.1."""
-    hits = 0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        adv = attacks.pgd(model, xb, yb, eps=EPS, step_size=0.01, steps=20, seed=0)
-        hits += int(np.sum(np.argmax(model.predict(np.asarray(adv), verbose=0), 1) == yb))
-    return hits / len(x)
+    pgd20 = functools.partial(attacks.pgd, eps=EPS, step_size=0.01, steps=20, seed=0)
+    return accuracy_under(pgd20, model, x, y, batch_size=500)
 
 
 def _robust(model, x, y, preset):
@@ -479,14 +477,14 @@ def main(argv=None):
         args.eval_n, args.loop_train, args.rounds_loop, args.probe, args.full_epochs = 100, 500, 1, 5, 1
         args.full_train, args.full_eval_n = 256, 100
     parts = [p for p in args.parts.split(",") if p]
-    unknown = sorted((set(parts) | {p for p in args.rerun.split(",") if p}) - set(PARTS))
+    rerun = {p for p in args.rerun.split(",") if p}
+    unknown = sorted((set(parts) | rerun) - set(PARTS))
     if unknown:
         raise SystemExit(f"unknown parts {unknown}; expected some of {sorted(PARTS)}")
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     results_path = cache / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    rerun = {p for p in args.rerun.split(",") if p}
     for part in parts:
         if part in results and part not in rerun and _same_settings(part, results[part], args):
             print(f"[{part}] cached in {results_path}", flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfrobust._keras import keras
-from tfrobust.layers._common import feature_shape
+from tfrobust.layers._common import check_non_negative, feature_shape
 
 
 def prototype_conformity_loss(features, labels, centroids, *, squared=True, push_weight=1.0):
@@ -82,15 +82,10 @@ class PrototypeConformity(keras.layers.Layer):
         super().__init__(**kwargs)
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ValueError(f"`weight` must be a non-negative number. Received: weight={weight!r}")
-        if isinstance(push_weight, bool) or not isinstance(push_weight, (int, float)) or not push_weight >= 0:
-            raise ValueError("`push_weight` must be a non-negative number. "
-                             f"Received: push_weight={push_weight!r}")
         self.num_classes = num_classes
-        self.weight = float(weight)
+        self.weight = check_non_negative("weight", weight)
         self.squared = bool(squared)
-        self.push_weight = float(push_weight)
+        self.push_weight = check_non_negative("push_weight", push_weight)
 
     def build(self, input_shape):
         f_shape = feature_shape(input_shape)
