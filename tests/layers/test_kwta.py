@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from tfrobust.layers import KWinnersTakeAll, WTADropout
+from tfrobust.layers._common import bisection_threshold
 from tfrobust.testing import layer_test
 
 
@@ -44,6 +45,27 @@ def test_kwta_threshold_implementation_agrees_without_ties(rng):
     exact = KWinnersTakeAll(k=9)(x).numpy()
     approx = KWinnersTakeAll(k=9, implementation="threshold", bisection_steps=32)(x).numpy()
     np.testing.assert_array_equal(exact, approx)
+
+
+def np_bisection_threshold(x, k, steps):
+    """lo <- lo + w [count(x >= lo + w) >= k], w halving from (max - min), in float32."""
+    lo, w = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True) - x.min(axis=1, keepdims=True)
+    for _ in range(steps):
+        w = np.float32(0.5) * w
+        enough = (x >= lo + w).sum(axis=1, keepdims=True) >= k
+        lo = lo + np.where(enough, w, np.float32(0))
+    return lo
+
+
+@pytest.mark.parametrize("k", [3, 20, 31])  # both sides of n / 2 (the count is read from either)
+@pytest.mark.parametrize("steps", [1, 5, 16])
+def test_bisection_threshold_matches_numpy_and_brackets_the_kth_value(rng, k, steps):
+    x = rng.normal(size=(6, 32)).astype("float32")
+    thr = bisection_threshold(tf.constant(x), k, steps).numpy()
+    np.testing.assert_array_equal(thr, np_bisection_threshold(x, k, steps))
+    v_k = np.sort(x, axis=1)[:, -k][:, None]
+    span = x.max(axis=1, keepdims=True) - x.min(axis=1, keepdims=True)
+    assert np.all(thr <= v_k) and np.all(v_k - thr <= span / 2 ** steps * (1 + 1e-5))
 
 
 def test_kwta_gradient_reaches_only_the_winners(rng):

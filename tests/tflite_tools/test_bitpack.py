@@ -110,16 +110,25 @@ def test_portable_popcount_gives_the_same_result(mlp, data):
     np.testing.assert_array_equal(a.preact, b.preact)
 
 
-def test_float_input_path_agrees_with_keras(mlp, data):
+def test_float_input_path_agrees_with_keras_except_at_first_layer_ties(mlp, data):
     pixels = data[1][0][:300]
     x = pixels.astype("float32") / 255.0
     prog = generate_c(mlp, name="mlp_f32", input_dtype="float32")
     assert prog.integer_preact  # only the first layer sums floats; later layers are XNOR/popcount
     run = run_on_host(prog, x, cflags=CFLAGS)
     logits = run_keras(mlp, x)
-    # Float sums in another order: a first-layer threshold tie could flip in principle.
-    assert np.mean(run.argmax == logits.argmax(axis=1)) >= 0.99
-    np.testing.assert_array_equal(run.preact, keras_last_preact(mlp, pixels))
+    # C sums the first layer's floats in another order than Keras, so a unit whose BatchNorm
+    # input is within the two sums' rounding error (bounded by n * 2^-24 * sum_i |x_i w_ij|
+    # each) of its threshold may take the other sign. Nothing else may differ.
+    dense, bn = mlp.layers[1], mlp.layers[2]
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    bound = 2 * flat.shape[1] * 2.0 ** -24 * (flat @ np.abs(dense.binary_kernel(False).numpy()))
+    gain = np.abs(bn.gamma.numpy()) / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    bn1 = run_keras(keras.Model(mlp.inputs, bn.output), x)
+    tie = np.any(np.abs(bn1) <= bound * gain, axis=1)
+    assert tie.mean() < 0.5, f"{tie.mean():.0%} of the images sit on a tie: the check would be empty"
+    np.testing.assert_array_equal(run.preact[~tie], keras_last_preact(mlp, pixels)[~tie])
+    np.testing.assert_array_equal(run.argmax[~tie], logits.argmax(axis=1)[~tie])
 
 
 def test_cnn_with_pooling_matches_keras_exactly_also_with_negative_batchnorm_scales(data):

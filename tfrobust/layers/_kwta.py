@@ -58,13 +58,13 @@ class KWinnersTakeAll(keras.layers.Layer):
         self.bisection_steps = check_steps("bisection_steps", bisection_steps)
 
     def build(self, input_shape):
-        n = int(np.prod(input_shape[1:]))
-        self._k = resolve_count(self.k, n, "k")
+        self._n = int(np.prod(input_shape[1:]))
+        self._k = resolve_count(self.k, self._n, "k")
         super().build(input_shape)
 
     def call(self, inputs):
         shape = tf.shape(inputs)
-        flat = tf.reshape(inputs, [shape[0], -1])
+        flat = tf.reshape(inputs, [shape[0], self._n])
         if self.implementation == "topk":
             mask = topk_mask(flat, self._k)
         else:
@@ -131,6 +131,7 @@ class WTADropout(keras.layers.Layer):
             n = int(input_shape[-1])
         else:
             n = int(np.prod(input_shape[1:]))
+        self._n = n
         self._k = resolve_count(self.keep, n, "keep")
         super().build(input_shape)
 
@@ -149,7 +150,7 @@ class WTADropout(keras.layers.Layer):
             bshape = tf.concat([[shape[0]], tf.ones([len(axes)], tf.int32), [shape[-1]]], 0)
             out = inputs * tf.stop_gradient(tf.reshape(mask, bshape))
         else:
-            flat = tf.reshape(inputs, [shape[0], -1])
+            flat = tf.reshape(inputs, [shape[0], self._n])
             out = tf.reshape(flat * tf.stop_gradient(self._mask(flat)), shape)
         sparsity = tf.reduce_mean(tf.cast(tf.equal(out, 0.0), tf.float32))
         self.add_metric(sparsity, name=f"{self.name}_sparsity")

@@ -49,25 +49,37 @@ class TFLiteModel:
       path_or_bytes: a .tflite path or its bytes.
       num_threads: LiteRT CPU threads (None: LiteRT's default).
       batch_size: largest chunk run per ``invoke`` on dynamic-batch models.
+      reference_kernels: run LiteRT's reference kernels (``OpResolverType.BUILTIN_REF``) instead
+        of its optimized ones (XNNPACK, ruy). TFLite Micro ports the reference kernels, so this is
+        the runtime TFLM must match bit for bit; the optimized int8 kernels may round differently
+        by an LSB, which a data-dependent mask (k-WTA, WTA-dropout) can turn into a flipped
+        near-tie.
 
     Example:
       >>> lite = TFLiteModel(convert(model, "int8", x_cal))  # doctest: +SKIP
       >>> logits = lite(x_test[:8])                           # tf.Tensor [8, 10], float32
     """
 
-    def __init__(self, path_or_bytes, num_threads: int | None = None, *, batch_size: int = 256):
+    def __init__(self, path_or_bytes, num_threads: int | None = None, *, batch_size: int = 256,
+                 reference_kernels: bool = False):
         if num_threads is not None and (not isinstance(num_threads, int) or isinstance(num_threads, bool)
                                         or num_threads < 1):
             raise ValueError("`num_threads` must be a positive int or None. Received: "
                              f"num_threads={num_threads!r}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
-        from ai_edge_litert.interpreter import Interpreter
+        if not isinstance(reference_kernels, bool):
+            raise TypeError("`reference_kernels` must be a bool. Received: "
+                            f"reference_kernels={reference_kernels!r}")
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.model_bytes = _load_bytes(path_or_bytes, "path_or_bytes")
         self.num_threads = num_threads
         self.batch_size = batch_size
-        self._interp = Interpreter(model_content=self.model_bytes, num_threads=num_threads)
+        self.reference_kernels = reference_kernels
+        resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
+        self._interp = Interpreter(model_content=self.model_bytes, num_threads=num_threads,
+                                   experimental_op_resolver_type=resolver)
         inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError("TFLiteModel runs single-input, single-output classifiers. Received: a model "
