@@ -31,7 +31,9 @@ class KWinnersTakeAll(keras.layers.Layer):
     ``implementation="threshold"`` finds the k-th largest value by bisection (``bisection_steps``)
     and keeps every value at or above it: no TOPK_V2, SCATTER_ND or SELECT ops, so it runs under
     TFLite Micro. It keeps at least ``k`` values (more only on ties within the bisection
-    resolution, (max - min) / 2^steps).
+    resolution, (max - min) / 2^steps). The search is int8-safe (see
+    :func:`tfrobust.layers._common.bisection_threshold`): a full-integer model keeps the k largest
+    values plus those within (max - min) / 128 of the k-th, whatever its calibration data.
 
     Robustness note: k-WTA's discontinuities make gradients uninformative (``gradient_masking``);
     it falls to adaptive attacks (Tramer et al. 2020: 0.16% on CIFAR-10). Inside
