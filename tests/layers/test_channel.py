@@ -58,6 +58,37 @@ def test_cifs_mask_is_softmax_of_top2_probe_gradients(rng):
     assert len(layer.losses) == 1
 
 
+def test_cifs_nonlinear_probe_relevance_is_its_input_gradient(rng):
+    # A(z) = softplus(5 (z H + b_h)) / 5 . W + b, so dA_c/dz_k = sum_h H_kh sigmoid(5 u_h) W_hc.
+    f = rng.uniform(size=(3, 4, 4, 5)).astype("float32")
+    layer = ChannelImportanceFeatureSelection(num_classes=4, probe="nonlinear", hidden=6)
+    layer.build(f.shape)
+    h, bh = rng.normal(size=(5, 6)).astype("float32"), rng.normal(size=(6,)).astype("float32")
+    w, b = rng.normal(size=(6, 4)).astype("float32"), rng.normal(size=(4,)).astype("float32")
+    layer.set_weights([h, bh, w, b])
+    z = f.mean(axis=(1, 2))
+    u = z @ h + bh
+    logits = np.logaddexp(0.0, 5 * u) / 5 @ w + b
+    top2 = np.argsort(-logits, axis=1, kind="stable")[:, :2]
+    picked = np.eye(4)[top2[:, 0]] + np.eye(4)[top2[:, 1]]
+    relevance = ((picked @ w.T) / (1 + np.exp(-5 * u))) @ h.T
+    expected = f * (2.0 * softmax(relevance))[:, None, None, :]
+    np.testing.assert_allclose(layer(f, training=False).numpy(), expected, rtol=1e-4, atol=1e-6)
+    with tf.GradientTape() as tape:  # the same relevance as a gradient tape gives
+        zt = tf.constant(z)
+        tape.watch(zt)
+        score = tf.reduce_sum(layer._probe_on_gap(zt) * picked.astype("float32"))
+    np.testing.assert_allclose(layer.relevance(zt, picked.astype("float32")), tape.gradient(score, zt),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_cifs_top2_breaks_ties_towards_the_lower_class_like_argmax():
+    layer = ChannelImportanceFeatureSelection(num_classes=5)
+    logits = tf.constant([[1.0, 3.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0, 2.0], [0.0, 1.0, 2.0, 3.0, 4.0]])
+    np.testing.assert_array_equal(layer._top2(logits).numpy(),
+                                  [[0, 1, 1, 0, 0], [1, 1, 0, 0, 0], [0, 0, 0, 1, 1]])
+
+
 @pytest.mark.parametrize("cls, kwargs", [
     (ChannelActivationSuppressing, {"num_classes": 3}),
     (ChannelImportanceFeatureSelection, {"num_classes": 3, "probe": "nonlinear", "hidden": 4}),

@@ -16,6 +16,7 @@ share every layer::
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tfrobust._keras import keras
@@ -199,24 +200,49 @@ class ChannelImportanceFeatureSelection(keras.layers.Layer):
             z = tf.nn.softplus(5.0 * (tf.matmul(z, self.hidden_kernel) + self.hidden_bias)) / 5.0
         return tf.matmul(z, self.kernel) + self.bias
 
+    def relevance(self, gap, weights):
+        r"""Channel relevance :math:`\sum_c w_c\, \partial A_c / \partial \hat f` for class weights ``w``.
+
+        The probe sees ``f`` only through its global average :math:`\hat f`, so the spatial sum of
+        :math:`\partial A_c / \partial f_k(i, j)` is :math:`\partial A_c / \partial \hat f_k`:
+        :math:`W_{k c}` for the linear probe and
+        :math:`\sum_h H_{k h}\, \sigma(5 u_h) W_{h c}` (:math:`u = \hat f H + b_h`) for the
+        non-linear one. Written out rather than taken with a gradient tape, so the exported
+        graph is a few matmuls (no gradient ops, which convert to TILE and friends).
+        """
+        v = tf.matmul(weights, self.kernel, transpose_b=True)  # [B, width]
+        if self.probe == "nonlinear":
+            v = v * tf.sigmoid(5.0 * (tf.matmul(gap, self.hidden_kernel) + self.hidden_bias))
+            v = tf.matmul(v, self.hidden_kernel, transpose_b=True)
+        return v
+
+    def _top2(self, logits):
+        """0/1 [B, C]: the two largest logits, ties to the lower index (as arg-max twice).
+
+        Pairwise ranks (``rank_c = #{c' beating c}``) need only compares, a mean and a cast: no
+        TOPK_V2 or ONE_HOT, which TFLite Micro lacks, and nothing int8 calibration can break.
+        """
+        c = self.num_classes
+        lower = tf.constant(np.tril(np.ones((c, c), bool), -1))  # [c, c']: c' < c
+        li, lj = logits[:, :, None], logits[:, None, :]
+        beats = tf.logical_or(lj > li, tf.logical_and(tf.equal(lj, li), lower))
+        share = tf.reduce_mean(tf.cast(beats, logits.dtype), axis=2)  # rank / C (MEAN: TFLM int8)
+        return tf.cast(share < 1.5 / c, logits.dtype)
+
     def call(self, inputs, training=None):
         f, labels = _split(inputs)
-        detached = tf.stop_gradient(f)
-        with tf.GradientTape() as tape:
-            tape.watch(detached)
-            logits = self.probe_logits(detached)
-            first = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            if training and labels is not None:
-                first = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-            # Second-best class: the arg-max once the first class is masked out (no TOPK_V2).
-            first_hot = tf.one_hot(first, self.num_classes, dtype=logits.dtype)
+        gap = tf.stop_gradient(_gap(f))  # the mask does not backpropagate into f
+        logits = self._probe_on_gap(gap)
+        if training and labels is not None:
+            # First: the true class; second: the arg-max once it is masked out.
+            first_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes,
+                                   dtype=logits.dtype)
             second = tf.argmax(logits - 1e9 * first_hot, axis=-1, output_type=tf.int32)
             picked = first_hot + tf.one_hot(second, self.num_classes, dtype=logits.dtype)
-            score = tf.reduce_sum(logits * tf.stop_gradient(picked))
-        grads = tape.gradient(score, detached)
-        spatial = list(range(1, f.shape.rank - 1))
-        relevance = tf.reduce_sum(grads, axis=spatial) if spatial else grads
-        mask = tf.nn.softmax(relevance, axis=-1) * self.mask_scale
+        else:
+            picked = self._top2(logits)
+        relevance = self.relevance(gap, tf.stop_gradient(picked))
+        mask = tf.nn.softmax(relevance, axis=-1) * self.mask_scale  # trains the probe, as before
         if training and labels is not None and self.beta > 0:
             ce = keras.losses.sparse_categorical_crossentropy(
                 tf.reshape(labels, [-1]), self.probe_logits(f), from_logits=True)
@@ -227,17 +253,9 @@ class ChannelImportanceFeatureSelection(keras.layers.Layer):
         return bpda(out, lambda: self.bpda_approximation(f))
 
     def bpda_approximation(self, features):
-        r"""BPDA stand-in: relevance ``sum_c 2 softmax(A(f))_c dA_c/dGAP(f)``, features not detached.
-
-        The probe sees ``f`` only through its global average, so the spatial sum of
-        :math:`\partial A_c / \partial f_k(i, j)` is :math:`\partial A_c / \partial \hat f_k`.
-        """
+        r"""BPDA stand-in: relevance ``sum_c 2 softmax(A(f))_c dA_c/dGAP(f)``, features not detached."""
         g = _gap(features)
-        with tf.GradientTape() as tape:
-            tape.watch(g)
-            logits = self._probe_on_gap(g)
-        jac = tape.batch_jacobian(logits, g)  # [B, C, K]
-        relevance = tf.einsum("bc,bck->bk", 2.0 * tf.nn.softmax(logits, axis=-1), jac)
+        relevance = self.relevance(g, 2.0 * tf.nn.softmax(self._probe_on_gap(g), axis=-1))
         mask = tf.nn.softmax(relevance, axis=-1) * self.mask_scale
         return features * _broadcast_channels(mask, features)
 
