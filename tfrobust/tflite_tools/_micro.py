@@ -27,6 +27,7 @@ _WORKER = Path(__file__).with_name("_micro_worker.py")
 _MISSING_RE = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
 _CUSTOM_RE = re.compile(r"Failed to get registration from op code CUSTOM")
 _TOTAL_RE = re.compile(r"Arena allocation total (\d+) bytes")
+_KERNEL_RE = re.compile(r"micro/kernels/(\w+)\.cc:\d+ ([^\n]+)")
 ARENA_ALIGNMENT = 16
 
 
@@ -89,6 +90,31 @@ class MissingOp:
 
     def describe(self) -> str:
         return f"{self.op} (from layer {', '.join(repr(x) for x in self.layers)})"
+
+
+def _kernel_rejection(model_bytes: bytes, stderr: str, model=None) -> str:
+    """Name the op and layers behind a TFLM kernel's failed check (e.g. a float-only kernel).
+
+    TFLM has a kernel for the op but it refused the operator in ``Prepare`` (its log names the
+    kernel's source file and the failed check). Returns "" when the log names no kernel.
+    """
+    m = _KERNEL_RE.search(stderr)
+    if not m:
+        return ""
+    stem, check = m.group(1), m.group(2).strip()
+    ops, tensors = _flatbuffer.inspect_model(model_bytes)
+    layers = []
+    kinds = sorted({op.name for op in ops if op.name.lower().replace("_", "") == stem.replace("_", "")})
+    for op in ops:
+        if op.name in kinds:
+            for t in op.outputs:
+                layer = layer_from_name(tensors[t].name, model)
+                if layer and layer not in layers:
+                    layers.append(layer)
+    where = (f"{'/'.join(kinds)} (from layer {', '.join(repr(x) for x in layers) or '?'})" if kinds
+             else f"an op of its kernels/{stem}.cc")
+    return (f"TFLite Micro's kernel rejected {where}: {check}. TFLM's kernels support fewer types "
+            "than LiteRT's (several are float only); change or drop that layer for microcontrollers")
 
 
 def _probe_arena(model_bytes: bytes) -> int:
@@ -202,6 +228,9 @@ def find_arena_size(model_bytes, *, upper: int | None = None) -> ArenaSearch:
             raise ValueError("The model cannot run in TFLite Micro: no kernel for "
                              + "; ".join(m.describe() for m in missing)
                              + ". Received: model_bytes with those ops")
+        hint = _kernel_rejection(model_bytes, first.stderr)
+        if hint:
+            raise ValueError(f"{hint}. Received: model_bytes with that op")
         raise ValueError(f"TFLite Micro failed ({first.stage}: {first.error}) even with a "
                          f"{upper}-byte arena. TFLM said: {first.stderr.strip()[-500:]}. "
                          f"Received: upper={upper}")
@@ -257,7 +286,8 @@ def run_tflm(model_bytes, x_raw, *, arena_size: int | None = None) -> np.ndarray
     if not res.ok:
         missing = tflm_missing_ops(model_bytes)
         detail = ("no kernel for " + "; ".join(m.describe() for m in missing)) if missing else (
-            f"{res.stage}: {res.error}; TFLM said: {res.stderr.strip()[-500:]}")
+            _kernel_rejection(model_bytes, res.stderr)
+            or f"{res.stage}: {res.error}; TFLM said: {res.stderr.strip()[-500:]}")
         raise ValueError(f"TFLite Micro could not run the model ({detail}). "
                          f"Received: arena_size={arena_size}")
     return res.outputs
