@@ -18,16 +18,14 @@ from tfrobust.layers import (
 )
 
 
-def _cnn(defense):
-    inp = keras.Input((12, 12, 1), batch_size=1)
-    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
-    h = defense(h)
-    h = keras.layers.Flatten()(h)
-    return keras.Model(inp, keras.layers.Dense(3)(h))
-
-
 def _conv():
     return keras.layers.Conv2D(4, 3, activation="relu")
+
+
+def _cnn(body):
+    """Batch-1 12x12 input -> ``body`` (conv + defense) -> Flatten -> Dense(3)."""
+    inp = keras.Input((12, 12, 1), batch_size=1)
+    return keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(body(inp))))
 
 
 # Every defense layer in its export form (stochastic layers: inference_mode="expectation").
@@ -50,8 +48,7 @@ DEFENSES = {
 @pytest.mark.parametrize("name", list(DEFENSES))
 def test_defense_int8_model_matches_keras_and_runs_in_tflite_micro(rng, name):
     keras.utils.set_random_seed(0)
-    inp = keras.Input((12, 12, 1), batch_size=1)
-    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(DEFENSES[name](inp))))
+    model = _cnn(DEFENSES[name])
     x = rng.uniform(size=(64, 12, 12, 1)).astype("float32")
     tfl = tflite_tools.convert(model, "int8", representative_data=x[:32], batch_size=1)
     # Stated tolerance: int8 logits within 5% of the logits' mean magnitude, on average; 15% for
@@ -102,7 +99,7 @@ def test_int8_threshold_keeps_the_top_k_on_inputs_unlike_the_calibration_data(rn
 
 
 def test_topk_kwta_is_reported_missing_in_tflite_micro_with_its_layer(rng):
-    model = _cnn(KWinnersTakeAll(k=0.2, name="kwta_topk"))
+    model = _cnn(lambda h: KWinnersTakeAll(k=0.2, name="kwta_topk")(_conv()(h)))
     x = rng.uniform(size=(16, 12, 12, 1)).astype("float32")
     tfl = tflite_tools.convert(model, "int8", representative_data=x, batch_size=1)
     missing = tflite_tools.tflm_missing_ops(tfl, model=model)

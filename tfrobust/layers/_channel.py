@@ -241,7 +241,7 @@ class ChannelImportanceFeatureSelection(keras.layers.Layer):
             picked = first_hot + tf.one_hot(second, self.num_classes, dtype=logits.dtype)
         else:
             picked = self._top2(logits)
-        relevance = self.relevance(gap, tf.stop_gradient(picked))
+        relevance = self.relevance(gap, picked)  # picked is a one-hot sum: no gradient to stop
         mask = tf.nn.softmax(relevance, axis=-1) * self.mask_scale  # trains the probe, as before
         if training and labels is not None and self.beta > 0:
             ce = keras.losses.sparse_categorical_crossentropy(

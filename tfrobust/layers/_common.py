@@ -119,13 +119,14 @@ def bisection_threshold(flat: tf.Tensor, k: int, steps: int, repair_steps: int =
     hi = tf.reduce_max(flat, axis=1, keepdims=True)
     state = tf.concat([lo, lo, hi], axis=1)  # [lo, min, max]: lo's int8 range covers its row's
     span = hi - lo
-    width = tf.concat([span, span], axis=1)  # [w, max - min]
+    pinned_span = tf.concat([span, span], axis=1)  # [x, max - min]: x's int8 range covers the span
+    width = pinned_span  # [w, max - min]
     for _ in range(steps):
         width = width * tf.constant([[0.5, 1.0]], flat.dtype)
         w = _first(width)
         enough = _at_least(flat, _first(state + _pad_like(w, state)), k)
         state = state + _pad_like(_times(enough, w), state)
-    margin = _first(tf.concat([span, span], axis=1) * tf.constant([[1.0 / 128.0, 1.0]], flat.dtype))
+    margin = _first(pinned_span * tf.constant([[1.0 / 128.0, 1.0]], flat.dtype))
     for _ in range(repair_steps):
         short = tf.logical_not(_at_least(flat, _first(state), k))
         state = state - _pad_like(_times(short, margin), state)

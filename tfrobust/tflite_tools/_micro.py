@@ -92,7 +92,7 @@ class MissingOp:
         return f"{self.op} (from layer {', '.join(repr(x) for x in self.layers)})"
 
 
-def _kernel_rejection(model_bytes: bytes, stderr: str, model=None) -> str:
+def _kernel_rejection(model_bytes: bytes, stderr: str) -> str:
     """Name the op and layers behind a TFLM kernel's failed check (e.g. a float-only kernel).
 
     TFLM has a kernel for the op but it refused the operator in ``Prepare`` (its log names the
@@ -103,14 +103,8 @@ def _kernel_rejection(model_bytes: bytes, stderr: str, model=None) -> str:
         return ""
     stem, check = m.group(1), m.group(2).strip()
     ops, tensors = _flatbuffer.inspect_model(model_bytes)
-    layers = []
     kinds = sorted({op.name for op in ops if op.name.lower().replace("_", "") == stem.replace("_", "")})
-    for op in ops:
-        if op.name in kinds:
-            for t in op.outputs:
-                layer = layer_from_name(tensors[t].name, model)
-                if layer and layer not in layers:
-                    layers.append(layer)
+    layers, _ = _sources(ops, tensors, kinds)
     where = (f"{'/'.join(kinds)} (from layer {', '.join(repr(x) for x in layers) or '?'})" if kinds
              else f"an op of its kernels/{stem}.cc")
     return (f"TFLite Micro's kernel rejected {where}: {check}. TFLM's kernels support fewer types "
@@ -169,17 +163,23 @@ def tflm_missing_ops(model_bytes, *, model=None) -> list[MissingOp]:
         probe = _patch_opcode(probe, new[0])
     result = []
     for name in missing:
-        layers, names = [], []
-        for op in ops:
-            if op.name != name:
-                continue
-            for t in op.outputs:
-                names.append(tensors[t].name)
-                layer = layer_from_name(tensors[t].name, model)
-                if layer and layer not in layers:
-                    layers.append(layer)
+        layers, names = _sources(ops, tensors, {name}, model)
         result.append(MissingOp(name, tuple(layers) or ("?",), tuple(names)))
     return result
+
+
+def _sources(ops, tensors, kinds, model=None) -> tuple[list[str], list[str]]:
+    """The Keras layers (in order, once each) and output tensor names of the ops named ``kinds``."""
+    layers, names = [], []
+    for op in ops:
+        if op.name not in kinds:
+            continue
+        for t in op.outputs:
+            names.append(tensors[t].name)
+            layer = layer_from_name(tensors[t].name, model)
+            if layer and layer not in layers:
+                layers.append(layer)
+    return layers, names
 
 
 def _arena_total(stderr: str) -> int | None:
