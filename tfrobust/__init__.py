@@ -7,8 +7,6 @@ robust accuracy measured honestly at every stage.
 The Keras used throughout is tf_keras (the Keras 2 API): ``from tfrobust import keras``.
 """
 
-__version__ = "0.1.0"
-
 from tfrobust import (  # noqa: E402
     attacks,
     compression,
@@ -21,6 +19,7 @@ from tfrobust import (  # noqa: E402
     utils,
 )
 from tfrobust._keras import keras  # noqa: E402
+from tfrobust._version import __version__  # noqa: E402
 from tfrobust.data import as_tf_dataset, load_dataset  # noqa: E402
 
 __all__ = [

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust import attacks
+from tfrobust._version import __version__
 from tfrobust.attacks import _common as C
 from tfrobust.evaluation import _checks
 from tfrobust.evaluation._accuracy import _check_batch_size, predict_labels
@@ -321,7 +322,5 @@ def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_si
 
 
 def _version():
-    import tfrobust
-
-    return tfrobust.__version__
+    return __version__
 

@@ -6,6 +6,8 @@ import os
 import platform
 from importlib import metadata
 
+from tfrobust._version import __version__
+
 _PACKAGES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
              "tflite-micro", "numpy", "absl-py")
 
@@ -18,9 +20,7 @@ def environment(extra_packages: tuple[str, ...] = ()) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    import tfrobust
-
-    versions["tfrobust"] = tfrobust.__version__
+    versions["tfrobust"] = __version__
     try:
         load = [round(v, 2) for v in os.getloadavg()]
     except OSError:
