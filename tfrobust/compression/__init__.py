@@ -1,6 +1,7 @@
 """Compression: TF-MOT pruning / QAT / clustering made safe, JPnet, Deep Compression, lottery
-tickets, low-rank factorisation, and (re-exported from ``tfrobust.layers``) binarization -- each
-reporting accuracy and robust accuracy before and after.
+tickets, structured (unit) pruning with Scratch-E/B baselines, low-rank factorisation, and
+(re-exported from ``tfrobust.layers``) binarization -- each reporting accuracy and robust
+accuracy before and after.
 
 TF-MOT is imported lazily and only in a process started with ``TF_USE_LEGACY_KERAS=1`` (see
 :func:`tfrobust.compression.tfmot`); the other techniques do not need it.
@@ -55,6 +56,17 @@ from tfrobust.compression._quantization import (
     register_quantize_config,
     registered_quantize_configs,
 )
+from tfrobust.compression._structured import (
+    IterativePruningResult,
+    ScratchResult,
+    UnitPruningResult,
+    adjust_dropout_rate,
+    apoz,
+    prune_units,
+    prune_units_iteratively,
+    scratch_baselines,
+    unit_importance,
+)
 from tfrobust.compression._tfmot import legacy_keras_enabled, tfmot
 from tfrobust.layers import BinaryConv2D, BinaryDense, binarize_model  # binarization (helper "binary")
 
@@ -65,13 +77,18 @@ __all__ = [
     "Codebook",
     "DeepCompressionResult",
     "FactorizationReport",
+    "IterativePruningResult",
     "JointPruningResult",
     "LayerMACs",
     "LayerSparsity",
     "LotteryResult",
     "MACReport",
     "MaskCallback",
+    "ScratchResult",
     "SparsityReport",
+    "UnitPruningResult",
+    "adjust_dropout_rate",
+    "apoz",
     "apply_masks",
     "binarize_model",
     "choose_rank",
@@ -98,6 +115,8 @@ __all__ = [
     "model_size",
     "output_quantize_config_class",
     "prune",
+    "prune_units",
+    "prune_units_iteratively",
     "pruning_callbacks",
     "quantize",
     "quantize_config_for",
@@ -105,8 +124,10 @@ __all__ = [
     "register_quantize_config",
     "registered_quantize_configs",
     "save",
+    "scratch_baselines",
     "sparsity_report",
     "strip",
     "tfmot",
+    "unit_importance",
     "wrapped_layers",
 ]
