@@ -2,7 +2,8 @@
 
 White-box: :func:`fgsm`, :func:`pgd` (L-inf / L2, restarts, early stop, targeted), :func:`apgd`
 (APGD-CE / APGD-DLR), :func:`lbfgs` (box-constrained L-BFGS). Gradient-free / black-box:
-:func:`one_pixel`, :func:`substitute_attack`. Adaptive: :func:`eot` for randomized models and
+:func:`one_pixel`, :func:`square` (score-based, also on a TFLite interpreter),
+:func:`substitute_attack`. Adaptive: :func:`eot` for randomized models and
 :func:`bpda` / :func:`bpda_scope` for gradient-masking layers (the layer-declaration protocol is
 documented in ``tfrobust/attacks/_adaptive.py`` and ``docs/attacks.md``). The gradient attacks
 run as one compiled loop and can be called inside a ``tf.function`` train step.
@@ -13,6 +14,7 @@ from tfrobust.attacks._apgd import apgd
 from tfrobust.attacks._lbfgs import lbfgs
 from tfrobust.attacks._one_pixel import one_pixel
 from tfrobust.attacks._pgd import fgsm, pgd
+from tfrobust.attacks._square import square
 from tfrobust.attacks._substitute import SubstituteResult, substitute_attack
 
 __all__ = [
@@ -28,5 +30,6 @@ __all__ = [
     "lbfgs",
     "one_pixel",
     "pgd",
+    "square",
     "substitute_attack",
 ]
