@@ -9,7 +9,10 @@ runs, C-array export and deployment reports.
 * :func:`export_c` - ``.h``/``.cc`` pair for firmware;
 * :func:`generate_c` / :func:`export_binary_c` / :func:`run_on_host` - bit-packed binary networks
   as portable C99 (XNOR + popcount), and :func:`bake_binary_to_int8` for the stock int8 path;
-* :func:`model_report`, :func:`report_markdown` - size, gzip size, tensors, ops, arena, latency.
+* :func:`model_report`, :func:`report_markdown` - size, gzip size, tensors, ops, arena, latency;
+  :func:`kernel_stats` - per-layer kernel bytes, sparsity and distinct values read from the file;
+* :func:`compress_lut`, :func:`lut_parity` - TFLite Micro look-up-table compression of clustered
+  kernels (2-4 bit indices) and its bit-exactness check in TFLM.
 """
 
 from tfrobust.tflite_tools._binary_int8 import (
@@ -29,6 +32,8 @@ from tfrobust.tflite_tools._bitpack import (
 from tfrobust.tflite_tools._convert import MODES, UnsupportedOp, UnsupportedOpsError, convert
 from tfrobust.tflite_tools._evaluate import DeployedEvaluation, evaluate_deployed
 from tfrobust.tflite_tools._export import export_c
+from tfrobust.tflite_tools._flatbuffer import KernelInfo, kernel_stats
+from tfrobust.tflite_tools._lut import compress_lut, lut_parity
 from tfrobust.tflite_tools._micro import (
     ArenaSearch,
     MissingOp,
@@ -56,15 +61,19 @@ __all__ = [
     "MODES",
     "ArenaSearch",
     "DeployedEvaluation",
+    "KernelInfo",
     "MissingOp",
     "TFLMCheck",
     "TFLiteModel",
     "UnsupportedOp",
     "UnsupportedOpsError",
+    "compress_lut",
     "convert",
     "evaluate_deployed",
     "export_c",
     "find_arena_size",
+    "kernel_stats",
+    "lut_parity",
     "measure_latency",
     "model_report",
     "report_markdown",

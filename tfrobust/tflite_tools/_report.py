@@ -1,4 +1,5 @@
-"""Deployment reports: size (raw, gzipped), per-tensor dtype and sparsity, ops, arena, latency."""
+"""Deployment reports: size (raw, gzipped), per-tensor dtype and sparsity, per-layer kernel
+sparsity and distinct values, ops, arena, latency -- all read from the .tflite itself."""
 
 from __future__ import annotations
 
@@ -46,8 +47,10 @@ def model_report(model_bytes, *, model=None, latency: bool = True, threads=(1, 2
     Keys: ``size_bytes``, ``gzip_bytes`` (gzip level 9: how well weights would compress, e.g.
     after pruning), ``weight_bytes`` (constant buffers), ``ops`` (execution order) and
     ``op_counts``, ``tensors`` (name, dtype, shape, bytes, sparsity = fraction of stored values
-    equal to the zero point, i.e. representing 0.0), ``input``/``output`` (dtype, shape,
-    quantization), ``tflm`` (:class:`~tfrobust.tflite_tools.TFLMCheck` as a dict: missing ops with
+    equal to the zero point, i.e. representing 0.0), ``kernels`` (per layer, from
+    :func:`kernel_stats`: bytes, sparsity, distinct values, LUT index bits -- the deployed
+    figures), ``input``/``output`` (dtype, shape, quantization), ``tflm``
+    (:class:`~tfrobust.tflite_tools.TFLMCheck` as a dict: missing ops with
     layers, smallest arena) and ``latency_ms`` (:func:`measure_latency`).
 
     Args:
@@ -56,18 +59,17 @@ def model_report(model_bytes, *, model=None, latency: bool = True, threads=(1, 2
       latency: measure batch-1 latency for each count in ``threads``.
       repeats: timed invokes per thread count.
       tflm: run the TFLite Micro check and arena search.
+
+    A TFLite Micro LUT-compressed model (:func:`compress_lut`) runs only in TFLM: its latency is
+    not measured (LiteRT has no ``TFLM_DECODE`` kernel) and ``input``/``output`` come from the file.
     """
     from tfrobust.tflite_tools._micro import _check_bytes, tflm_check
     from tfrobust.tflite_tools._runtime import TFLiteModel
 
     data = _check_bytes(model_bytes)
     ops, tensors = _flatbuffer.inspect_model(data)
-    lite = TFLiteModel(data)
-    io = {}
-    for key, det in (("input", lite.input_details), ("output", lite.output_details)):
-        scale, zp = det["quantization"]
-        io[key] = {"dtype": np.dtype(det["dtype"]).name, "shape": [int(d) for d in det["shape"]],
-                   "scale": float(scale) if scale else None, "zero_point": int(zp) if scale else None}
+    tflm_only = any(op.name == _flatbuffer.DECODE_OP for op in ops)
+    io = _io_from_file(data, tensors) if tflm_only else _io_from_litert(TFLiteModel(data))
     report = {
         "size_bytes": len(data),
         "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0)),
@@ -77,11 +79,33 @@ def model_report(model_bytes, *, model=None, latency: bool = True, threads=(1, 2
         "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
                      "constant": t.constant, "sparsity": t.sparsity,
                      "per_channel": len(t.scales) > 1} for t in tensors],
+        "kernels": [k.to_dict() for k in _flatbuffer.kernel_stats(data)],
         **io,
         "tflm": tflm_check(data, model=model).to_dict() if tflm else None,
-        "latency_ms": measure_latency(data, threads=threads, repeats=repeats) if latency else None,
+        "latency_ms": (measure_latency(data, threads=threads, repeats=repeats)
+                       if latency and not tflm_only else None),
     }
     return report
+
+
+def _io_entry(dtype, shape, scale, zp) -> dict:
+    return {"dtype": np.dtype(dtype).name, "shape": [int(d) for d in shape],
+            "scale": float(scale) if scale else None, "zero_point": int(zp) if scale else None}
+
+
+def _io_from_litert(lite) -> dict:
+    return {key: _io_entry(det["dtype"], det["shape"], *det["quantization"])
+            for key, det in (("input", lite.input_details), ("output", lite.output_details))}
+
+
+def _io_from_file(data: bytes, tensors) -> dict:
+    graph = _flatbuffer.read_model(data).subgraphs[0]
+    out = {}
+    for key, index in (("input", graph.inputs[0]), ("output", graph.outputs[0])):
+        t = tensors[int(index)]
+        out[key] = _io_entry(_flatbuffer._NP_TYPES[t.dtype], t.shape, t.scales[0] if t.scales else 0,
+                             t.zero_points[0] if t.zero_points else 0)
+    return out
 
 
 def _fmt_bytes(n) -> str:
@@ -108,6 +132,14 @@ def report_markdown(report: dict, *, title: str = "TFLite model") -> str:
     for t, lat in (report.get("latency_ms") or {}).items():
         lines.append(f"| batch-1 latency, {t} thread(s) | {lat['median_ms']:.3f} ms median "
                      f"[{lat['min_ms']:.3f}-{lat['max_ms']:.3f}], {lat['repeats']} runs |")
+    if report.get("kernels"):
+        lines += ["", "| layer kernel | op | shape | bytes in file | sparsity | distinct values "
+                  "(most per channel) | LUT index bits |", "|---|---|---|---|---|---|---|"]
+        for k in report["kernels"]:
+            sp = "-" if k["sparsity"] is None else f"{k['sparsity']:.3f}"
+            lines.append(f"| `{k['layer']}` | {k['op']} | {k['shape']} | {_fmt_bytes(k['nbytes'])} | {sp} "
+                         f"| {k['unique_values']} ({k['max_unique_per_channel']}) "
+                         f"| {k['lut_bits'] or '-'} |")
     lines += ["", "| constant tensor | dtype | shape | bytes | sparsity |", "|---|---|---|---|---|"]
     for t in report["tensors"]:
         if t["constant"]:
