@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
+    "ArgumentTypeError",
     "boolean",
     "choice",
     "clip_range",
@@ -49,6 +50,15 @@ __all__ = [
 ]
 
 _MAX_SEED = 2**63
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type: a ``TypeError`` that is also a ``ValueError``.
+
+    tfrobust's earlier checks disagreed on which of the two a wrong type raised (``steps=1.5``
+    was a ``ValueError`` in one package and a ``TypeError`` in the next); raising both keeps every
+    caller's ``except`` working (NumPy's ``AxisError`` does the same with ``IndexError``).
+    """
 
 
 def _received(name, value):
@@ -89,18 +99,19 @@ def number(name, value, *, minimum=None, maximum=None, open_min=False, open_max=
     """
     if isinstance(value, (tf.Tensor, tf.Variable)):
         if not allow_tensor:
-            raise TypeError(f"`{name}` must be a Python number. Received: {name} of type "
-                            f"{type(value).__name__}")
+            raise ArgumentTypeError(f"`{name}` must be a Python number. Received: {name} of type "
+                                    f"{type(value).__name__}")
         if value.shape.rank not in (None, 0):
             raise ValueError(f"`{name}` must be a scalar. Received: {name} with shape {value.shape}")
         if not (value.dtype.is_floating or value.dtype.is_integer):
-            raise TypeError(f"`{name}` must be a number. Received: {name} of dtype {value.dtype.name}")
+            raise ArgumentTypeError(f"`{name}` must be a number. Received: {name} of dtype "
+                                    f"{value.dtype.name}")
         if tf.executing_eagerly():
             number(name, float(value), minimum=minimum, maximum=maximum, open_min=open_min,
                    open_max=open_max)
         return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number. {_received(name, value)}")
+        raise ArgumentTypeError(f"`{name}` must be a number. {_received(name, value)}")
     v = float(value)
     if not math.isfinite(v):
         raise ValueError(f"`{name}` must be a finite number (not NaN or inf). {_received(name, value)}")
@@ -118,7 +129,7 @@ def integer(name, value, *, minimum=None, maximum=None):
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         bound = _bounds_text(minimum, maximum, False, False)
-        raise TypeError(f"`{name}` must be an int{' ' + bound if bound else ''}. "
+        raise ArgumentTypeError(f"`{name}` must be an int{' ' + bound if bound else ''}. "
                         f"{_received(name, value)}")
     v = int(value)
     if not _in_bounds(v, minimum, maximum, False, False):
@@ -135,7 +146,7 @@ def fraction(name, value, *, open_min=False, open_max=False):
 def boolean(name, value):
     """A ``bool`` (NumPy's included); returns a Python ``bool``."""
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be a bool. {_received(name, value)}")
+        raise ArgumentTypeError(f"`{name}` must be a bool. {_received(name, value)}")
     return bool(value)
 
 
@@ -152,9 +163,11 @@ def seed(value, name="seed"):
     """``None`` or an int in ``[0, 2**63)``; returns ``None`` or a Python ``int``."""
     if value is None:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
-            or not 0 <= int(value) < _MAX_SEED:
-        raise ValueError(f"`{name}` must be None or an int in [0, 2**63). {_received(name, value)}")
+    message = f"`{name}` must be None or an int in [0, 2**63). {_received(name, value)}"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(message)
+    if not 0 <= int(value) < _MAX_SEED:
+        raise ValueError(message)
     return int(value)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import keras
 
 __all__ = ["MaskCallback", "apply_masks", "kernel_layers", "magnitude_masks", "mask_sparsity"]
@@ -23,9 +24,7 @@ def kernel_layers(model) -> list:
 
 
 def _check_sparsity(value, name):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
-    return float(value)
+    return V.fraction(name, value, open_max=True)
 
 
 def magnitude_masks(model, sparsity, *, previous: dict | None = None, of_remaining: bool = False) -> dict:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._tfmot import tfmot
 from tfrobust.utils import atomic_save_model
@@ -49,20 +50,11 @@ _STRUCTURES = {None: None, "2:4": (2, 4), "1:4": (1, 4), "1:2": (1, 2)}
 
 
 def _check_fraction(name, value, *, upper_inclusive=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = 0.0 <= value <= 1.0 if upper_inclusive else 0.0 <= value < 1.0
-    if not ok:
-        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
-        raise ValueError(f"`{name}` must be a number in {bound}. Received: {name}={value!r}")
-    return float(value)
+    return V.fraction(name, value, open_max=not upper_inclusive)
 
 
 def _check_step(name, value, *, allow_minus_one=False):
-    low = -1 if allow_minus_one else 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
-    return value
+    return V.integer(name, value, minimum=-1 if allow_minus_one else 0)
 
 
 def _check_functional(model, argument="model"):

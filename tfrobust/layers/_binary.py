@@ -32,6 +32,7 @@ import math
 
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 
 __all__ = [
@@ -51,9 +52,7 @@ BINARY_MODES = ("binaryconnect", "bwn", "xnor")
 
 
 def _check_clip(clip_value):
-    if isinstance(clip_value, bool) or not isinstance(clip_value, (int, float)) or not clip_value > 0:
-        raise ValueError(f"`clip_value` must be a number > 0. Received: clip_value={clip_value!r}")
-    return float(clip_value)
+    return V.number("clip_value", clip_value, minimum=0.0, open_min=True)
 
 
 def _sign(x):

@@ -8,11 +8,10 @@ converts to TFLite with builtin ops only, and round-trips through ``get_config``
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import keras
 
 __all__ = [
@@ -34,19 +33,12 @@ _serializable = keras.utils.register_keras_serializable(package="tfrobust")
 
 
 def _check_int(name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
-    return value
+    return V.integer(name, value, minimum=minimum)
 
 
 def _check_float(name, value, *, positive=False, nonnegative=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"`{name}` must be > 0. Received: {name}={value!r}")
-    if nonnegative and value < 0:
-        raise ValueError(f"`{name}` must be >= 0. Received: {name}={value!r}")
-    return float(value)
+    bounded = positive or nonnegative
+    return V.number(name, value, minimum=0.0 if bounded else None, open_min=positive)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import keras
 from tfrobust.layers._bpda import bpda
 from tfrobust.layers._common import check_choice, check_non_negative, feature_shape
@@ -44,9 +45,7 @@ def _broadcast_channels(mask, f):
 
 
 def _check_classes(num_classes):
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
-    return num_classes
+    return V.integer("num_classes", num_classes, minimum=2)
 
 
 @keras.utils.register_keras_serializable(package="tfrobust")

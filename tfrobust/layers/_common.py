@@ -6,6 +6,8 @@ import math
 
 import tensorflow as tf
 
+from tfrobust import _validate as V
+
 
 def check_fraction_or_count(name: str, value, *, allow_one: bool = True) -> float | int:
     """A ratio in (0, 1] (float) or a positive count (int)."""
@@ -13,12 +15,8 @@ def check_fraction_or_count(name: str, value, *, allow_one: bool = True) -> floa
         raise TypeError(f"`{name}` must be a float ratio in (0, 1] or a positive int count. "
                         f"Received: {name}={value!r}")
     if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"`{name}` as a count must be >= 1. Received: {name}={value!r}")
-        return value
-    if not (0.0 < value <= 1.0) or (value == 1.0 and not allow_one) or math.isnan(value):
-        raise ValueError(f"`{name}` as a ratio must be in (0, 1]. Received: {name}={value!r}")
-    return float(value)
+        return V.integer(name, value, minimum=1)
+    return V.fraction(name, value, open_min=True, open_max=not allow_one)
 
 
 def resolve_count(value: float | int, n: int, name: str) -> int:
@@ -32,15 +30,10 @@ def resolve_count(value: float | int, n: int, name: str) -> int:
 
 
 def check_non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative number. Received: {name}={value!r}")
-    return float(value)
+    return V.number(name, value, minimum=0.0)
 
 
-def check_choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
-    return value
+check_choice = V.choice
 
 
 def topk_mask(flat: tf.Tensor, k: int) -> tf.Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import keras
 from tfrobust.layers._common import (
     check_choice,
@@ -72,9 +73,7 @@ def _check_mode(mode):
 
 
 def _check_seed(seed):
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
-    return seed
+    return V.seed(seed)
 
 
 @keras.utils.register_keras_serializable(package="tfrobust")

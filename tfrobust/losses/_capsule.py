@@ -7,10 +7,9 @@ References:
 
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import keras
 
 __all__ = ["MarginLoss", "margin_loss"]
@@ -18,13 +17,7 @@ __all__ = ["MarginLoss", "margin_loss"]
 
 def _check_params(m_plus, m_minus, lam):
     for name, value in (("m_plus", m_plus), ("m_minus", m_minus), ("lam", lam)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
+        V.number(name, value, minimum=0.0)
     if m_minus >= m_plus:
         raise ValueError(f"`m_minus` must be smaller than `m_plus`={m_plus}. Received: m_minus={m_minus!r}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tfrobust import _validate as V
 from tfrobust._keras import keras
 
 
@@ -19,15 +20,11 @@ def check_input_shape(input_shape) -> tuple[int, int, int]:
 
 
 def check_num_classes(num_classes) -> int:
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
-    return num_classes
+    return V.integer("num_classes", num_classes, minimum=2)
 
 
 def check_positive_int(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return value
+    return V.integer(name, value, minimum=1)
 
 
 def model_input(input_shape, batch_size):

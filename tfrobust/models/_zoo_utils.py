@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from tfrobust import _validate as V
 from tfrobust._keras import keras
 from tfrobust.models._checks import (  # noqa: F401 - model_input is re-exported for the zoo
     check_input_shape,
@@ -25,9 +26,7 @@ def check_classes(num_classes):
 
 
 def check_int(name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
-    return value
+    return V.integer(name, value, minimum=minimum)
 
 
 def check_int_tuple(name, value, minimum=1):
@@ -45,16 +44,8 @@ def check_int_tuple(name, value, minimum=1):
 
 
 def check_float(name, value, *, low=0.0, high=math.inf, low_inclusive=False, high_inclusive=True):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value >= low if low_inclusive else value > low) and (
-            value <= high if high_inclusive else value < high
-        )
-    if not ok:
-        lo = "[" if low_inclusive else "("
-        hi = "]" if high_inclusive else ")"
-        raise ValueError(f"`{name}` must be a number in {lo}{low}, {high}{hi}. Received: {name}={value!r}")
-    return float(value)
+    return V.number(name, value, minimum=low, maximum=None if math.isinf(high) else high,
+                    open_min=not low_inclusive, open_max=not high_inclusive)
 
 
 def scaled(width: float, channels: int, divisor: int = 1) -> int:

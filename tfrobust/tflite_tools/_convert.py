@@ -10,6 +10,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.tflite_tools._names import layer_from_name
 from tfrobust.utils import atomic_write_bytes
@@ -42,9 +43,8 @@ def _input_signature(model, batch_size):
                          "known input shape). Received: model with inputs="
                          f"{None if not model.inputs else len(model.inputs)}")
     inp = model.inputs[0]
-    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
-                                   or batch_size < 1):
-        raise ValueError(f"`batch_size` must be a positive int or None. Received: batch_size={batch_size!r}")
+    if batch_size is not None:
+        V.integer("batch_size", batch_size, minimum=1)
     batch = batch_size if batch_size is not None else inp.shape[0]
     shape = [batch, *inp.shape[1:]]
     if any(d is None for d in shape[1:]):
@@ -78,13 +78,15 @@ def _calibration_batches(data, spec):
         if not np.issubdtype(arr.dtype, np.floating):
             raise TypeError("`representative_data` must be float images in the model's input range. "
                             f"Received: representative_data.dtype={arr.dtype}")
+        # NaN/inf calibration images would silently set an activation range to NaN or inf.
+        V.finite_array("representative_data", arr)
 
         def arrays():
             yield arr
 
     def gen():
         for arr in arrays():
-            arr = arr.astype(spec.dtype.as_numpy_dtype)
+            arr = V.finite_array("representative_data", arr).astype(spec.dtype.as_numpy_dtype)
             for start in range(0, len(arr) - batch + 1, batch):
                 yield [arr[start:start + batch]]
 

@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
-
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import keras
 from tfrobust.trainers._base import Trainer, average_loss, hard_labels
 
 METHODS = ("fgsm", "fgsm_rs", "pgd", "trades")
 EVAL_ATTACKS = (None, "fgsm", "pgd")
-
-
-def _check_number(name, value, *, minimum=None, maximum=None, open_min=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}")
-    bad = (minimum is not None and (value <= minimum if open_min else value < minimum)) or (
-        maximum is not None and value > maximum)
-    if bad:
-        lo = "" if minimum is None else (f"> {minimum}" if open_min else f">= {minimum}")
-        hi = "" if maximum is None else f"<= {maximum}"
-        bound = " and ".join(s for s in (lo, hi) if s)
-        raise ValueError(f"`{name}` must be {bound}. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
-    return int(value)
 
 
 def kl_divergence(p_logits, q_logits):
@@ -112,27 +92,25 @@ class AdversarialTrainer(Trainer):
                  random_start: bool = True, eps_warmup_steps: int = 0, eval_attack: str | None = None,
                  eval_steps: int = 10, clip_min: float = 0.0, clip_max: float = 1.0, seed: int = 0,
                  **kwargs):
-        if method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
-        if eval_attack not in EVAL_ATTACKS:
-            raise ValueError(f"`eval_attack` must be one of {EVAL_ATTACKS}. "
-                             f"Received: eval_attack={eval_attack!r}")
-        self.eps = _check_number("eps", eps, minimum=0.0)
-        self.alpha = _check_number("alpha", alpha, minimum=0.0, maximum=1.0)
-        self.steps = _check_int("steps", steps, 1)
-        self.beta = _check_number("beta", beta, minimum=0.0)
-        self.eps_warmup_steps = _check_int("eps_warmup_steps", eps_warmup_steps, 0)
-        self.eval_steps = _check_int("eval_steps", eval_steps, 1)
-        self.clip_min = _check_number("clip_min", clip_min)
-        self.clip_max = _check_number("clip_max", clip_max)
-        if not self.clip_min < self.clip_max:
-            raise ValueError(f"`clip_min` must be < `clip_max`. "
-                             f"Received: clip_min={clip_min!r}, clip_max={clip_max!r}")
-        self.seed = _check_int("seed", seed, 0)
-        if not isinstance(random_start, bool):
-            raise TypeError(f"`random_start` must be a bool. Received: random_start={random_start!r}")
+        V.choice("method", method, METHODS)
+        V.choice("eval_attack", eval_attack, EVAL_ATTACKS)
+        self.eps = V.number("eps", eps, minimum=0.0)
+        self.alpha = V.fraction("alpha", alpha)
+        self.steps = V.integer("steps", steps, minimum=1)
+        self.beta = V.number("beta", beta, minimum=0.0)
+        self.eps_warmup_steps = V.integer("eps_warmup_steps", eps_warmup_steps, minimum=0)
+        self.eval_steps = V.integer("eval_steps", eval_steps, minimum=1)
+        self.clip_min, self.clip_max = V.clip_range(clip_min, clip_max)
+        if self.eps > self.clip_max - self.clip_min:
+            raise ValueError("`eps` must not exceed the clip range's width (clip_max - clip_min = "
+                             f"{self.clip_max - self.clip_min}). Received: eps={eps!r}")
+        self.seed = V.seed(seed)
+        if self.seed is None:
+            raise ValueError("`seed` must be an int: the trainer's attacks draw from stateless "
+                             "random ops seeded per step. Received: seed=None")
+        V.boolean("random_start", random_start)
         if step_size is not None:
-            step_size = _check_number("step_size", step_size, minimum=0.0, open_min=True)
+            step_size = V.number("step_size", step_size, minimum=0.0, open_min=True)
         super().__init__(model, **kwargs)
         self.method = method
         self.random_start = random_start
@@ -218,7 +196,9 @@ class AdversarialTrainer(Trainer):
         n = tf.shape(x)[0]
         both = self.model(tf.concat([x, x_adv], axis=0), training=True)
         clean, adv = both[:n], both[n:]
-        robust = average_loss(kl_divergence(clean, adv), sample_weight)
+        # float32 KL: under mixed_float16 the logits are float16 and the task loss is float32.
+        robust = average_loss(kl_divergence(tf.cast(clean, tf.float32), tf.cast(adv, tf.float32)),
+                              sample_weight)
         return self.task_loss(y, clean, sample_weight) + self.beta * robust, clean, {"adv_logits": adv}
 
     # ------------------------------------------------------------------ metrics

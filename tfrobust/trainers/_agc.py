@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
-
 import tensorflow as tf
+
+from tfrobust import _validate as V
 
 
 def unitwise_norm(x: tf.Tensor) -> tf.Tensor:
@@ -24,10 +24,8 @@ def unitwise_norm(x: tf.Tensor) -> tf.Tensor:
 
 
 def check_agc_args(clipping, eps):
-    if not isinstance(clipping, numbers.Real) or isinstance(clipping, bool) or not clipping > 0:
-        raise ValueError(f"`clipping` must be a number > 0. Received: clipping={clipping!r}")
-    if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps > 0:
-        raise ValueError(f"`eps` must be a number > 0. Received: eps={eps!r}")
+    V.number("clipping", clipping, minimum=0.0, open_min=True)
+    V.number("eps", eps, minimum=0.0, open_min=True)
 
 
 def adaptive_clip_gradients(grads, params, *, clipping: float = 0.01, eps: float = 1e-3):

@@ -7,30 +7,21 @@ ready for ``Dataset.map`` on *batched* datasets.
 
 from __future__ import annotations
 
-import numbers
-
 import tensorflow as tf
+
+from tfrobust import _validate as V
 
 
 def _check_prob(name, value, *, low_open=False):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}")
-    if not (0.0 <= value <= 1.0) or (low_open and value == 0.0):
-        interval = "(0, 1]" if low_open else "[0, 1]"
-        raise ValueError(f"`{name}` must be in {interval}. Received: {name}={value!r}")
+    return V.fraction(name, value, open_min=low_open)
 
 
 def _check_positive(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}")
-    if not value > 0:
-        raise ValueError(f"`{name}` must be > 0. Received: {name}={value!r}")
+    return V.number(name, value, minimum=0.0, open_min=True)
 
 
 def _check_num_classes(num_classes):
-    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
-                                    or num_classes < 2):
-        raise ValueError(f"`num_classes` must be an int >= 2 or None. Received: num_classes={num_classes!r}")
+    return None if num_classes is None else V.integer("num_classes", num_classes, minimum=2)
 
 
 def _as_onehot(y, num_classes, dtype):
@@ -136,9 +127,10 @@ def random_erasing(x, *, p: float = 0.5, sl: float = 0.02, sh: float = 0.4, r1: 
     if sl > sh:
         raise ValueError(f"`sl` must be <= `sh`. Received: sl={sl!r}, sh={sh!r}")
     _check_prob("r1", r1, low_open=True)
-    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-        raise ValueError(f"`max_attempts` must be an int >= 1. Received: max_attempts={max_attempts!r}")
+    V.integer("max_attempts", max_attempts, minimum=1)
     lo, hi = value_range
+    V.number("value_range[0]", lo)
+    V.number("value_range[1]", hi)
     if not lo <= hi:
         raise ValueError("`value_range` must be (low, high) with low <= high. "
                          f"Received: value_range={value_range!r}")

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import numbers
-
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import keras
 from tfrobust.trainers._base import Trainer, average_loss
 
 
 def _check_temperature(temperature):
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
-        raise ValueError(f"`temperature` must be a number > 0. Received: temperature={temperature!r}")
-    return float(temperature)
+    return V.number("temperature", temperature, minimum=0.0, open_min=True)
 
 
 def soft_targets(teacher_logits, temperature: float) -> tf.Tensor:
@@ -93,8 +90,7 @@ class Distiller(Trainer):
                 raise TypeError("`teacher` must be callable (a model returning logits). "
                                 f"Received: teacher={t!r}")
         temperature = _check_temperature(temperature)
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"`alpha` must be a number in [0, 1]. Received: alpha={alpha!r}")
+        alpha = V.fraction("alpha", alpha)
         super().__init__(student, **kwargs)
         self.teachers = teachers
         self.temperature = temperature

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model
 from tfrobust.utils import atomic_write_json
 
@@ -103,15 +104,11 @@ class _RoundLoop:
         if getattr(model, "optimizer", None) is None:
             raise ValueError("`model` must be compiled (it is trained with fit). "
                              "Received: an uncompiled model")
-        for name, value, minimum in (("rounds", rounds, 1), ("epochs_per_round", epochs_per_round, 1),
-                                     ("batch_size", batch_size, 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
         self.model = model
-        self.rounds = rounds
-        self.epochs_per_round = epochs_per_round
-        self.batch_size = batch_size
-        self.seed = seed
+        self.rounds = V.integer("rounds", rounds, minimum=1)
+        self.epochs_per_round = V.integer("epochs_per_round", epochs_per_round, minimum=1)
+        self.batch_size = V.integer("batch_size", batch_size, minimum=1)
+        self.seed = V.integer("seed", seed, minimum=0)
         self.verbose = verbose
         self.directory = None if directory is None else Path(directory)
         self._ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
@@ -266,10 +263,8 @@ def minimal_perturbation(model, x, y, *, eps_max: float, method: str = "fgsm", s
     """
     from tfrobust import attacks
 
-    if method not in ("fgsm", "pgd"):
-        raise ValueError(f"`method` must be 'fgsm' or 'pgd'. Received: method={method!r}")
-    if isinstance(eps_max, bool) or not isinstance(eps_max, numbers.Real) or not eps_max > 0:
-        raise ValueError(f"`eps_max` must be a number > 0. Received: eps_max={eps_max!r}")
+    V.choice("method", method, ("fgsm", "pgd"))
+    V.number("eps_max", eps_max, minimum=0.0, open_min=True)
     y = np.asarray(y).astype(np.int64)
     out = np.empty(len(x), np.float64)
     for i in range(0, len(x), batch_size):
@@ -363,14 +358,11 @@ class FeedbackLearning(_RoundLoop):
                          directory=directory, seed=seed, verbose=verbose)
         self.attack = _as_attack(attack, "attack")
         self.eval_attack = self.attack if eval_attack is None else _as_attack(eval_attack, "eval_attack")
-        if distance not in ("fgsm", "pgd"):
-            raise ValueError(f"`distance` must be 'fgsm' or 'pgd'. Received: distance={distance!r}")
-        if isinstance(eps_max, bool) or not isinstance(eps_max, numbers.Real) or not eps_max > 0:
-            raise ValueError(f"`eps_max` must be a number > 0. Received: eps_max={eps_max!r}")
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-            raise ValueError(f"`budget` must be None or an int >= 1. Received: budget={budget!r}")
-        if isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 1:
-            raise ValueError(f"`probe_size` must be an int >= 1. Received: probe_size={probe_size!r}")
+        V.choice("distance", distance, ("fgsm", "pgd"))
+        V.number("eps_max", eps_max, minimum=0.0, open_min=True)
+        if budget is not None:
+            V.integer("budget", budget, minimum=1)
+        V.integer("probe_size", probe_size, minimum=1)
         self.eps_max = float(eps_max)
         self.distance = distance
         self.budget = budget
