@@ -5,6 +5,12 @@ Everything Keras users rely on keeps working because the trainer *is* a Keras mo
 EarlyStopping), compiled metrics and ``tf.distribute`` strategies. What gets saved is the wrapped
 model: ``trainer.save(path)`` (which ModelCheckpoint calls) and :meth:`Trainer.save_inner` write
 ``trainer.model``, a plain Keras model that loads without tfrobust.
+
+Mixed precision follows Keras: under a ``mixed_float16`` policy ``compile`` wraps the optimizer in
+``keras.mixed_precision.LossScaleOptimizer`` (unless it already is one) and ``train_step`` scales
+the loss inside the tape and unscales the gradients before clipping and applying them, as
+``Model.train_step`` does through ``optimizer.minimize``; losses are computed on float32 logits.
+``mixed_bfloat16`` needs no loss scaling (bfloat16 has float32's exponent range).
 """
 
 from __future__ import annotations
@@ -100,6 +106,8 @@ class Trainer(keras.Model):
 
     def task_loss(self, y, logits, sample_weight=None):
         """The task loss as a scalar, scaled for ``tf.distribute`` (sum of replica gradients)."""
+        # float16 logits (mixed precision) would put the softmax and its log in float16.
+        logits = tf.cast(logits, tf.float32)
         if getattr(self, "loss", None):  # compile() stores `loss or {}`
             return self.compiled_loss(y, logits, sample_weight)
         y = tf.convert_to_tensor(y)
@@ -130,6 +138,37 @@ class Trainer(keras.Model):
     def update_extra_metrics(self, y, logs):
         del y, logs
 
+    # ------------------------------------------------------------------ compile
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        """``keras.Model.compile``, plus loss scaling under float16 and a built trainer.
+
+        The optimizer is wrapped in ``keras.mixed_precision.LossScaleOptimizer`` (dynamic loss
+        scale) when the trainer or the wrapped model computes in float16 and it is not wrapped
+        already: Keras wraps only when the compiling model's own policy is ``mixed_float16``, and
+        a trainer built under a float32 policy around a float16 model would otherwise train
+        without loss scaling.
+
+        The trainer is marked built when the wrapped model is: its weights *are* the wrapped
+        model's, but Keras marks a subclassed model built on its first ``__call__``, which ``fit``
+        never makes (``train_step`` calls the wrapped model). BackupAndRestore needs a built model
+        to build the optimizer before restoring its slots (it warns otherwise). The mark is set
+        after ``super().compile``: compiling a *built* model inside a strategy scope makes Keras
+        require that every variable was created in that scope, which a frozen Distiller teacher
+        built outside it (read-only, legitimate) is not.
+        """
+        self.built = False
+        try:
+            super().compile(optimizer, *args, **kwargs)
+        finally:
+            self.built = bool(self.model.built)
+        if self.computes_in_float16() and not isinstance(self.optimizer,
+                                                         keras.mixed_precision.LossScaleOptimizer):
+            self.optimizer = keras.mixed_precision.LossScaleOptimizer(self.optimizer)
+
+    def computes_in_float16(self) -> bool:
+        """True when the trainer's or the wrapped model's compute dtype is float16."""
+        return "float16" in (self.compute_dtype, self.model.compute_dtype)
+
     # ------------------------------------------------------------------ steps
     def _clip(self, grads, variables):
         if self.agc_clipping is None:
@@ -145,12 +184,21 @@ class Trainer(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         extras = self.prepare_batch(x, y, sample_weight)
+        optimizer = self.optimizer
+        # Loss scaling as in Keras' LossScaleOptimizer.compute_gradients: scale inside the tape so
+        # float16 backward passes do not underflow, unscale before AGC sees the gradients;
+        # apply_gradients skips a step with non-finite gradients and lowers the scale.
+        scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             loss, logits, logs = self.batch_loss(x, y, sample_weight, extras)
             total = loss + self.regularization_loss()
+            target = optimizer.get_scaled_loss(total) if scaled else total
         variables = self.model.trainable_variables
-        grads = self._clip(tape.gradient(total, variables), variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        grads = tape.gradient(target, variables)
+        if scaled:
+            grads = optimizer.get_unscaled_gradients(grads)
+        grads = self._clip(grads, variables)
+        optimizer.apply_gradients(zip(grads, variables))
         return self._finish(total, y, logits, sample_weight, logs)
 
     def test_step(self, data):
