@@ -31,6 +31,7 @@ import struct
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._huffman import huffman_decode, huffman_encode
 from tfrobust.compression._masks import MaskCallback, kernel_layers, magnitude_masks
@@ -62,8 +63,7 @@ def kmeans_1d(values, k: int, *, iters: int = 30):
       linear-init position.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"`k` must be a positive int. Received: k={k!r}")
+    V.integer("k", k, minimum=1)
     if values.size == 0:
         return np.zeros(k, np.float32), np.zeros(0, np.int64)
     centroids = np.linspace(values.min(), values.max(), k)
@@ -373,9 +373,7 @@ def deep_compress(model, x, y, *, sparsity=0.9, cluster_bits=None, gap_bits=None
     check_tf_keras_model(model)
     for name, value in (("prune_epochs", prune_epochs), ("finetune_epochs", finetune_epochs),
                         ("batch_size", batch_size)):
-        low = 1 if name == "batch_size" else 0
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
+        V.integer(name, value, minimum=1 if name == "batch_size" else 0)
     from tfrobust.data import as_tf_dataset
 
     cluster_bits = {"conv": 8, "dense": 5} if cluster_bits is None else cluster_bits

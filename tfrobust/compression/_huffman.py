@@ -21,6 +21,8 @@ import struct
 
 import numpy as np
 
+from tfrobust import _validate as V
+
 __all__ = ["huffman_code_lengths", "huffman_decode", "huffman_encode"]
 
 _MAGIC = b"HUF1"
@@ -75,9 +77,7 @@ def huffman_encode(symbols, alphabet_size: int | None = None) -> bytes:
     symbols = symbols.astype(np.int64)
     if alphabet_size is None:
         alphabet_size = int(symbols.max()) + 1 if symbols.size else 1
-    if not isinstance(alphabet_size, int) or not 1 <= alphabet_size < 2**32:
-        raise ValueError("`alphabet_size` must be an int in [1, 2**32). "
-                         f"Received: alphabet_size={alphabet_size!r}")
+    alphabet_size = V.integer("alphabet_size", alphabet_size, minimum=1, maximum=2**32 - 1)
     if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet_size):
         raise ValueError(f"`symbols` must lie in [0, alphabet_size). Received: min={symbols.min()}, "
                          f"max={symbols.max()}, alphabet_size={alphabet_size}")

@@ -28,6 +28,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._graph import replace_layers
 from tfrobust.compression._masks import MaskCallback, kernel_layers, magnitude_masks
@@ -50,9 +51,7 @@ class ActivationThreshold(keras.layers.Layer):
 
     def __init__(self, threshold: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or threshold < 0:
-            raise ValueError(f"`threshold` must be a number >= 0. Received: threshold={threshold!r}")
-        self.initial_threshold = float(threshold)
+        self.initial_threshold = V.number("threshold", threshold, minimum=0.0)
 
     def build(self, input_shape):
         self.threshold = self.add_weight(
@@ -277,8 +276,7 @@ def joint_prune(model, x, y, *, weight_sparsity=0.7, activation_sparsity=0.5, st
     check_tf_keras_model(model)
     for name, v in (("stages", stages), ("epochs_per_stage", epochs_per_stage), ("batch_size", batch_size),
                     ("calibration_size", calibration_size)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"`{name}` must be a positive int. Received: {name}={v!r}")
+        V.integer(name, v, minimum=1)
     from tfrobust.data import as_tf_dataset
 
     jp_model, thresholds = insert_activation_thresholds(model)

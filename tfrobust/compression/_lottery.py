@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._masks import MaskCallback, kernel_layers, magnitude_masks, mask_sparsity
 
@@ -94,10 +95,8 @@ def lottery_ticket(model, x, y, x_test, y_test, *, rounds: int = 3, prune_rate: 
     """
     check_tf_keras_model(model)
     for name, v in (("rounds", rounds), ("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"`{name}` must be a positive int. Received: {name}={v!r}")
-    if not isinstance(rewind_steps, int) or isinstance(rewind_steps, bool) or rewind_steps < 0:
-        raise ValueError(f"`rewind_steps` must be an int >= 0. Received: rewind_steps={rewind_steps!r}")
+        V.integer(name, v, minimum=1)
+    V.integer("rewind_steps", rewind_steps, minimum=0)
     if not isinstance(prune_rate, (int, float)) or not 0.0 < prune_rate < 1.0:
         raise ValueError(f"`prune_rate` must be in (0, 1). Received: prune_rate={prune_rate!r}")
     from tfrobust.data import as_tf_dataset

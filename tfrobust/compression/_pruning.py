@@ -126,8 +126,7 @@ def prune(model, target_sparsity: float = 0.5, *, schedule: str = "constant", be
         raise ValueError(f"`schedule` must be one of {_SCHEDULES}. Received: schedule={schedule!r}")
     _check_step("begin_step", begin_step)
     _check_step("end_step", end_step, allow_minus_one=True)
-    if not isinstance(frequency, int) or isinstance(frequency, bool) or frequency < 1:
-        raise ValueError(f"`frequency` must be a positive int. Received: frequency={frequency!r}")
+    V.integer("frequency", frequency, minimum=1)
     if schedule == "polynomial":
         if end_step <= begin_step:
             raise ValueError("`end_step` must be > begin_step for the polynomial schedule. "

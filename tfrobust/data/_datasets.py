@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfrobust import _validate as V
 from tfrobust.data._idx import IDXFormatError, read_idx
 
 
@@ -222,8 +223,8 @@ def load_dataset(name: str, split: str = "train", *, data_dir=None, download: bo
       >>> x.shape, x.dtype, y[:3]  # doctest: +SKIP
       ((10000, 28, 28, 1), dtype('float32'), array([9, 2, 1]))
     """
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
-        raise ValueError(f"`limit` must be a positive int or None. Received: limit={limit!r}")
+    if limit is not None:
+        V.integer("limit", limit, minimum=1)
     images, labels, _ = load_raw(name, split, data_dir=data_dir, download=download)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -250,8 +251,7 @@ def as_tf_dataset(x, y=None, *, batch_size: int = 128, shuffle: bool = False, se
     """
     import tensorflow as tf
 
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-        raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
+    V.integer("batch_size", batch_size, minimum=1)
     if y is not None and len(x) != len(y):
         raise ValueError(f"`x` and `y` must have the same length. Received: len(x)={len(x)}, len(y)={len(y)}")
     ds = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))

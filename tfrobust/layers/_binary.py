@@ -114,8 +114,7 @@ def stochastic_sign(x, clip_value: float = 1.0, seed: int | None = None):
       Courbariaux et al., BinaryConnect, https://arxiv.org/abs/1511.00363 (Eqs. 2-3).
     """
     clip_value = _check_clip(clip_value)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
+    seed = V.seed(seed)
     x = tf.convert_to_tensor(x)
 
     @tf.custom_gradient
@@ -331,9 +330,7 @@ class BinaryDense(_BinaryBase):
     def __init__(self, units, mode="bwn", stochastic=False, binary_inputs=None, activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
-            raise ValueError(f"`units` must be a positive int. Received: units={units!r}")
-        self.units = units
+        self.units = V.integer("units", units, minimum=1)
         self._init_binary(mode, stochastic, binary_inputs, activation, use_bias, kernel_initializer,
                           bias_initializer)
 
@@ -407,9 +404,7 @@ class BinaryConv2D(_BinaryBase):
                  binary_inputs=None, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, int) or filters <= 0:
-            raise ValueError(f"`filters` must be a positive int. Received: filters={filters!r}")
-        self.filters = filters
+        self.filters = V.integer("filters", filters, minimum=1)
         self.kernel_size, self.strides, self.padding = _check_conv_args(kernel_size, strides, padding)
         self._init_binary(mode, stochastic, binary_inputs, activation, use_bias, kernel_initializer,
                           bias_initializer)

@@ -171,9 +171,7 @@ class ChannelImportanceFeatureSelection(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_classes = _check_classes(num_classes)
         self.probe = check_choice("probe", probe, ("linear", "nonlinear"))
-        if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
-            raise ValueError(f"`hidden` must be a positive int. Received: hidden={hidden!r}")
-        self.hidden = hidden
+        self.hidden = V.integer("hidden", hidden, minimum=1)
         self.beta = check_non_negative("beta", beta)
         self.mask_scale = check_non_negative("mask_scale", mask_scale)
 

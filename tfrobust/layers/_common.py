@@ -135,6 +135,4 @@ def feature_shape(input_shape) -> tf.TensorShape:
 
 
 def check_steps(name: str, value, low: int = 1, high: int = 64) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"`{name}` must be an int in [{low}, {high}]. Received: {name}={value!r}")
-    return value
+    return V.integer(name, value, minimum=low, maximum=high)

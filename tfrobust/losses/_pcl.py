@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import keras
 from tfrobust.layers._common import check_non_negative, feature_shape
 
@@ -80,9 +81,7 @@ class PrototypeConformity(keras.layers.Layer):
 
     def __init__(self, num_classes, weight=0.1, squared=True, push_weight=1e-4, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
-        self.num_classes = num_classes
+        self.num_classes = V.integer("num_classes", num_classes, minimum=2)
         self.weight = check_non_negative("weight", weight)
         self.squared = bool(squared)
         self.push_weight = check_non_negative("push_weight", push_weight)

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.layers._binary import BinaryConv2D, BinaryDense
 from tfrobust.utils import atomic_write_text
@@ -563,8 +564,7 @@ def generate_c(model, *, name: str = "tfr_bnn", input_dtype: str = "uint8",
     name = _check_name(name)
     if input_dtype not in ("uint8", "float32"):
         raise ValueError(f"`input_dtype` must be 'uint8' or 'float32'. Received: input_dtype={input_dtype!r}")
-    if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not input_scale > 0:
-        raise ValueError(f"`input_scale` must be a number > 0. Received: input_scale={input_scale!r}")
+    V.number("input_scale", input_scale, minimum=0.0, open_min=True)
     in_shape = tuple(model.input_shape[1:])
     if len(in_shape) == 1:
         in_shape = (1, 1, in_shape[0])

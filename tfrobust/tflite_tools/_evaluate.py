@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from tfrobust import _validate as V
+
 
 def _logits(model_fn, x, batch_size):
     outs = []
@@ -56,8 +58,7 @@ def evaluate_deployed(deployed, x, y, *, source_model=None, attack=None, batch_s
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"`x` and `y` must be non-empty and of equal length. Received: len(x)={len(x)}, "
                          f"len(y)={len(y)}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
+    V.integer("batch_size", batch_size, minimum=1)
     if attack is not None and source_model is None:
         raise ValueError("`attack` crafts examples on `source_model`, which is missing. Received: "
                          "source_model=None")

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
+
 
 def _load_bytes(path_or_bytes, argument: str) -> bytes:
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
@@ -62,12 +64,9 @@ class TFLiteModel:
 
     def __init__(self, path_or_bytes, num_threads: int | None = None, *, batch_size: int = 256,
                  reference_kernels: bool = False):
-        if num_threads is not None and (not isinstance(num_threads, int) or isinstance(num_threads, bool)
-                                        or num_threads < 1):
-            raise ValueError("`num_threads` must be a positive int or None. Received: "
-                             f"num_threads={num_threads!r}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
+        if num_threads is not None:
+            V.integer("num_threads", num_threads, minimum=1)
+        V.integer("batch_size", batch_size, minimum=1)
         if not isinstance(reference_kernels, bool):
             raise TypeError("`reference_kernels` must be a bool. Received: "
                             f"reference_kernels={reference_kernels!r}")
