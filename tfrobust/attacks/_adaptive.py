@@ -54,7 +54,7 @@ A stochastic layer only sets ``stochastic = True`` (and is random in ``call`` wh
 
 from __future__ import annotations
 
-import numbers
+from tfrobust import _validate as V
 
 # The switch itself lives with the layers (dependencies flow layers -> attacks, and layers must
 # read it); it is re-exported here as part of the attack API.
@@ -86,10 +86,8 @@ class EOT:
         if not callable(model_fn):
             raise TypeError("`model_fn` must be callable. "
                             f"Received: model_fn of type {type(model_fn).__name__}")
-        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
-            raise ValueError(f"`samples` must be an int >= 1. Received: samples={samples!r}")
         self.model_fn = model_fn
-        self.samples = int(samples)
+        self.samples = V.integer("samples", samples, minimum=1)
 
     def __call__(self, x):
         from tfrobust.attacks._common import forward

@@ -6,6 +6,7 @@ import math
 
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust.attacks import _common as C
 
 _ALPHA = 0.75  # momentum weight of the new step
@@ -163,15 +164,16 @@ def apgd(model_fn, x, y=None, *, eps, steps=100, norm="linf", loss="ce", restart
       Parameter-free Attacks, ICML 2020, https://arxiv.org/abs/2003.01690
     """
     model_fn = C.check_model_fn(model_fn)
-    eps = C.check_scalar("eps", eps, minimum=0.0)
-    steps = C.check_int("steps", steps, minimum=1)
-    norm = C.check_choice("norm", norm, C.NORMS)
-    loss = C.check_choice("loss", loss, C.LOSSES)
-    restarts = C.check_int("restarts", restarts, minimum=1)
-    targeted = C.check_bool("targeted", targeted)
-    seed = C.check_seed(seed)
-    clip_min, clip_max = C.check_clip(clip_min, clip_max)
-    xw, yw, dtype = C.prepare_inputs(x, y, targeted=targeted, clip_min=clip_min, clip_max=clip_max)
+    eps = V.number("eps", eps, minimum=0.0, allow_tensor=True)
+    steps = V.integer("steps", steps, minimum=1)
+    norm = V.choice("norm", norm, C.NORMS)
+    loss = V.choice("loss", loss, C.LOSSES)
+    restarts = V.integer("restarts", restarts, minimum=1)
+    targeted = V.boolean("targeted", targeted)
+    seed = V.seed(seed)
+    clip_min, clip_max = V.clip_range(clip_min, clip_max, allow_tensor=True)
+    xw, yw, dtype = C.prepare_inputs(x, y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
+                                     model_fn=model_fn)
     static = dict(norm=norm, loss=loss, targeted=targeted, restarts=restarts, has_y=yw is not None,
                   seed_given=seed is not None, n_steps=steps)
     if yw is None:

@@ -10,135 +10,77 @@ ops are simply inlined into the caller's graph.
 from __future__ import annotations
 
 import math
-import numbers
 import weakref
 
 import tensorflow as tf
 
+from tfrobust import _validate as V
+
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "dlr", "margin")
 
-_FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
-
-
 # ----------------------------------------------------------------------------- argument checks
-def check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}. "
-                         f"Received: {name}={value!r}")
-    return value
+# The rules live in tfrobust._validate; this module only adds what attacks need on top of them:
+# inputs that may be symbolic tensors inside a user's tf.function.
+def _static_dummy(t, fill_batch=1):
+    """An eager zero array of ``t``'s dtype and static rank (unknown dims -> 1).
+
+    Inside a graph the values of ``t`` are unknown, but the static part of a rule (dtype, rank)
+    still applies: checking this stand-in with the same ``_validate`` rule keeps the rule in one
+    place.
+    """
+    dims = [fill_batch] + [1 if d is None else d for d in t.shape[1:]] if t.shape.rank else [1, 1]
+    with tf.init_scope():
+        return tf.zeros(dims, t.dtype)
 
 
-def check_bool(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return value
+def _model_of(model_fn):
+    """The object whose ``input_shape`` describes ``model_fn``'s inputs (an EOT wrapper's inner model)."""
+    from tfrobust.attacks._adaptive import EOT
+
+    return model_fn.model_fn if isinstance(model_fn, EOT) else model_fn
 
 
-def check_int(name, value, *, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
-    return int(value)
+def num_classes_of(model_fn, x):
+    """Number of logits of ``model_fn``, from one eager forward pass on ``x[:1]``."""
+    return int(as_logits(_model_of(model_fn)(x[:1])).shape[1])
 
 
-def check_scalar(name, value, *, minimum=None, allow_tensor=True):
-    """A finite Python number (>= ``minimum``), or a scalar tensor (checked only when eager)."""
-    if isinstance(value, (tf.Tensor, tf.Variable)):
-        if not allow_tensor:
-            raise TypeError(f"`{name}` must be a Python number. Received: {name}={value!r}")
-        if value.shape.rank not in (None, 0):
-            raise ValueError(f"`{name}` must be a scalar. Received: {name} with shape {value.shape}")
-        if not value.dtype.is_floating and not value.dtype.is_integer:
-            raise TypeError(f"`{name}` must be a number. Received: {name} of dtype {value.dtype.name}")
-        if tf.executing_eagerly():
-            _check_number(name, float(value), minimum)
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}")
-    _check_number(name, float(value), minimum)
-    return float(value)
-
-
-def _check_number(name, v, minimum):
-    if not math.isfinite(v):
-        raise ValueError(f"`{name}` must be finite. Received: {name}={v!r}")
-    if minimum is not None and v < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}. Received: {name}={v!r}")
-
-
-def check_clip(clip_min, clip_max):
-    clip_min = check_scalar("clip_min", clip_min)
-    clip_max = check_scalar("clip_max", clip_max)
-    if isinstance(clip_min, float) and isinstance(clip_max, float) and clip_min > clip_max:
-        raise ValueError(f"`clip_min` must be <= `clip_max`. Received: clip_min={clip_min!r}, "
-                         f"clip_max={clip_max!r}")
-    return clip_min, clip_max
-
-
-def check_seed(seed):
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"`seed` must be None or a non-negative int. Received: seed={seed!r}")
-    return int(seed)
-
-
-def prepare_inputs(x, y, *, targeted, clip_min, clip_max):
+def prepare_inputs(x, y, *, targeted, clip_min, clip_max, model_fn=None):
     """Validate and convert ``x`` (float images) and ``y`` (int labels [N] or one-hot [N, K]).
 
+    Eagerly every rule of :func:`tfrobust._validate.images` / :func:`~tfrobust._validate.labels`
+    applies (dtype, rank, the model's input shape when ``model_fn`` is a Keras model, finite values,
+    the clip range; labels against the model's number of classes, found with one forward pass of
+    one image). Inside a graph only their static part can run (dtype and rank).
+
     Returns ``(x_work, y_work, x_dtype)`` with ``x_work`` float32 and ``y_work`` int32 or None.
-    Value checks (NaN, range) run only eagerly: inside a graph they would cost a sync per call.
     """
-    if isinstance(x, (tf.Tensor, tf.Variable)):
-        dtype = x.dtype
-    else:
+    if not isinstance(x, (tf.Tensor, tf.Variable)):
         try:
             x = tf.convert_to_tensor(x)
         except (ValueError, TypeError) as e:
             raise TypeError(f"`x` must be a tensor or array of images. Received: x of type "
                             f"{type(x).__name__}") from e
-        dtype = x.dtype
-    if dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            "`x` must hold floating-point images in [clip_min, clip_max]; integer images (uint8 "
-            "pixels) are refused because a perturbation of eps < 1 cannot be represented in them. "
-            "Convert first, e.g. `x = tf.cast(x, tf.float32) / 255.0`. "
-            f"Received: x.dtype={dtype.name}")
-    if x.shape.rank is not None and x.shape.rank < 2:
-        raise ValueError(f"`x` must be a batch [N, ...] of at least rank 2. Received: x.shape={x.shape}")
-    xw = tf.cast(x, tf.float32) if dtype != tf.float32 else tf.convert_to_tensor(x)
-    if tf.executing_eagerly():
-        if not bool(tf.reduce_all(tf.math.is_finite(xw))):
-            raise ValueError("`x` contains NaN or Inf values; attacks need finite images. "
-                             "Received: x with non-finite entries")
-        lo, hi = float(clip_min), float(clip_max)
-        x_lo, x_hi = (float(tf.reduce_min(xw)), float(tf.reduce_max(xw))) if int(tf.size(xw)) else (lo, hi)
-        if x_lo < lo - 1e-6 or x_hi > hi + 1e-6:
-            raise ValueError(
-                f"`x` must lie in [clip_min, clip_max] = [{lo}, {hi}] (e.g. images scaled to [0, 1] "
-                "with the default clip range). Received: x in "
-                f"[{x_lo}, {x_hi}]")
+    dtype = x.dtype
+    eager = tf.executing_eagerly()
+    if eager:
+        model = _model_of(model_fn) if model_fn is not None else None
+        V.images(x, clip_min=float(clip_min), clip_max=float(clip_max), model=model)
+    else:
+        V.images(_static_dummy(x), clip_min=0.0, clip_max=1.0)
+    xw = tf.cast(x, tf.float32) if dtype != tf.float32 else x
     if y is None:
         if targeted:
             raise ValueError("`y` must give the target classes when targeted=True. Received: y=None")
         return xw, None, dtype
+    if eager:
+        k = num_classes_of(model_fn, xw) if model_fn is not None else None
+        y = tf.constant(V.labels(y, n=int(xw.shape[0]), num_classes=k), tf.int32)
+        return xw, y, dtype
     y = tf.convert_to_tensor(y)
-    if y.shape.rank == 2:
-        if not (y.dtype.is_floating or y.dtype.is_integer):
-            raise TypeError(f"`y` must hold labels. Received: y.dtype={y.dtype.name}")
-        y = tf.argmax(y, axis=1, output_type=tf.int32)
-    elif y.shape.rank == 1:
-        if not y.dtype.is_integer:
-            raise TypeError("`y` must hold integer class indices [N] (or one-hot rows [N, K]). "
-                            f"Received: y.dtype={y.dtype.name}")
-        y = tf.cast(y, tf.int32)
-    elif y.shape.rank is not None:
-        raise ValueError("`y` must be class indices [N] or one-hot rows [N, K]. "
-                         f"Received: y.shape={y.shape}")
-    n_x, n_y = x.shape[0], y.shape[0]
-    if n_x is not None and n_y is not None and n_x != n_y:
-        raise ValueError(f"`y` must have one label per image in `x`. Received: y.shape={y.shape} "
-                         f"for x.shape={x.shape}")
+    V.labels(_static_dummy(y).numpy())
+    y = tf.argmax(y, axis=1, output_type=tf.int32) if y.shape.rank == 2 else tf.cast(y, tf.int32)
     return xw, y, dtype
 
 

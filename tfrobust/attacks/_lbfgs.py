@@ -12,73 +12,25 @@ it brackets the boundary between success and failure, then bisects geometrically
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust.attacks._common import as_logits
 
 __all__ = ["lbfgs"]
 
 
-def _check_positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_positive_float(name, value):
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value)
-            or value <= 0):
-        raise ValueError(f"`{name}` must be a finite float > 0. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_clip(clip_min, clip_max):
-    for name, value in (("clip_min", clip_min), ("clip_max", clip_max)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-            raise ValueError(f"`{name}` must be a finite float. Received: {name}={value!r}")
-    if not clip_min < clip_max:
-        raise ValueError("`clip_min` must be smaller than `clip_max`. "
-                         f"Received: clip_min={clip_min!r}, clip_max={clip_max!r}")
-    return float(clip_min), float(clip_max)
-
-
 def _check_images(x, clip_min, clip_max, *, image_batch=True, name="x"):
-    """Validate a float batch (rank 4 NHWC, or any rank >= 2), finite and inside the clip range.
+    """:func:`tfrobust._validate.images` (an NHWC batch when ``image_batch``), plus the input dtype.
 
     Returns ``(x_float32, dtype)``: a float32 NumPy copy clipped to the box (what models are
     fed) and the input's ``tf.DType`` (results are returned in that dtype, see :func:`_as_output`).
     """
-    if isinstance(x, (tf.Tensor, tf.Variable)):
-        dtype = x.dtype
-        if dtype.is_floating:
-            x = tf.cast(x, tf.float32).numpy()
-    else:
-        x = np.asarray(x)
-        try:
-            dtype = tf.as_dtype(x.dtype)
-        except TypeError:
-            dtype = None
-    if dtype is None or not dtype.is_floating:
-        dtype_name = dtype.name if dtype is not None else np.asarray(x).dtype
-        raise TypeError(f"`{name}` must hold floats in [clip_min, clip_max]; scale integer images first "
-                        f"(e.g. x / 255). Received: {name}.dtype={dtype_name}")
-    arr = np.asarray(x, dtype=np.float32)
-    if (arr.ndim != 4) if image_batch else (arr.ndim < 2):
-        expected = "a batch of images [N, H, W, C]" if image_batch else "a batch [N, ...] of rank >= 2"
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}.shape={arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"`{name}` must hold at least one image. Received: {name}.shape={arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"`{name}` must be finite. Received: {name} with "
-                         f"{int(np.size(arr) - np.isfinite(arr).sum())} NaN/inf values")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < clip_min - 1e-6 or hi > clip_max + 1e-6:
-        raise ValueError(f"`{name}` must lie in [clip_min, clip_max] = [{clip_min}, {clip_max}]. "
-                         f"Received: {name} in [{lo}, {hi}]")
+    arr = V.images(x, clip_min=clip_min, clip_max=clip_max, name=name,
+                   input_shape=(None, None, None) if image_batch else None)
+    dtype = x.dtype if isinstance(x, (tf.Tensor, tf.Variable)) else tf.as_dtype(np.asarray(x).dtype)
     return np.clip(arr, clip_min, clip_max), dtype
 
 
@@ -88,14 +40,6 @@ def _as_output(x_adv, dtype, x, changed):
     x = tf.convert_to_tensor(x, dtype=dtype)
     keep = tf.reshape(tf.constant(np.asarray(changed, dtype=bool)), [-1] + [1] * (len(x.shape) - 1))
     return tf.where(keep, x_adv, x)
-
-
-def _check_labels(y, n, name="y"):
-    arr = np.asarray(y)
-    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer) or (n and arr.min() < 0):
-        raise ValueError(f"`{name}` must be non-negative integer class indices of shape [{n}]. "
-                         f"Received: {name}.shape={arr.shape}, {name}.dtype={arr.dtype}")
-    return arr.astype(np.int64)
 
 
 def _value_and_grad_fn(model_fn, targeted):
@@ -226,14 +170,13 @@ def lbfgs(model_fn, x, y=None, *, targeted: bool = False, initial_const: float =
     if not tf.executing_eagerly():
         raise RuntimeError("lbfgs drives SciPy's L-BFGS-B, so it runs eagerly: call it outside "
                            "tf.function (use pgd inside a train step).")
-    if not isinstance(targeted, bool):
-        raise TypeError(f"`targeted` must be a bool. Received: targeted={targeted!r}")
-    initial_const = _check_positive_float("initial_const", initial_const)
-    search_steps = _check_positive_int("search_steps", search_steps)
-    max_iterations = _check_positive_int("max_iterations", max_iterations)
+    targeted = V.boolean("targeted", targeted)
+    initial_const = V.number("initial_const", initial_const, minimum=0.0, open_min=True)
+    search_steps = V.integer("search_steps", search_steps, minimum=1)
+    max_iterations = V.integer("max_iterations", max_iterations, minimum=1)
     if batch_size is not None:
-        batch_size = _check_positive_int("batch_size", batch_size)
-    clip_min, clip_max = _check_clip(clip_min, clip_max)
+        batch_size = V.integer("batch_size", batch_size, minimum=1)
+    clip_min, clip_max = V.clip_range(clip_min, clip_max)
     x0, dtype = _check_images(x, clip_min, clip_max, image_batch=False)
     n = x0.shape[0]
     if y is None:
@@ -241,11 +184,8 @@ def lbfgs(model_fn, x, y=None, *, targeted: bool = False, initial_const: float =
             raise ValueError("`y` (the target classes) is required when targeted=True. Received: y=None")
         labels = np.argmax(as_logits(model_fn(tf.constant(x0))).numpy(), axis=-1).astype(np.int64)
     else:
-        labels = _check_labels(y, n)
         num_classes = as_logits(model_fn(tf.constant(x0[:1]))).shape[-1]
-        if labels.max() >= num_classes:
-            raise ValueError(f"`y` must hold classes in [0, {num_classes}) for a model with {num_classes} "
-                             f"logits. Received: max(y)={labels.max()}")
+        labels = V.labels(y, n=n, num_classes=num_classes)
 
     value_and_grad = _value_and_grad_fn(model_fn, targeted)
     step = n if batch_size is None else batch_size

@@ -13,18 +13,11 @@ probabilities, so the attack runs against any black box, a TFLite interpreter in
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from tfrobust import _validate as V
 from tfrobust.attacks._common import as_logits
-from tfrobust.attacks._lbfgs import (
-    _as_output,
-    _check_clip,
-    _check_images,
-    _check_labels,
-    _check_positive_int,
-)
+from tfrobust.attacks._lbfgs import _as_output, _check_images
 
 __all__ = ["one_pixel"]
 
@@ -126,22 +119,17 @@ def one_pixel(model_fn, x, y=None, *, pixels: int = 1, targeted: bool = False, p
     """
     if not callable(model_fn):
         raise TypeError(f"`model_fn` must be callable. Received: model_fn={model_fn!r}")
-    for name, value in (("targeted", targeted), ("early_stop", early_stop)):
-        if not isinstance(value, bool):
-            raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    pixels = _check_positive_int("pixels", pixels)
-    population = _check_positive_int("population", population, minimum=4)
-    iterations = _check_positive_int("iterations", iterations, minimum=0)
+    targeted = V.boolean("targeted", targeted)
+    early_stop = V.boolean("early_stop", early_stop)
+    pixels = V.integer("pixels", pixels, minimum=1)
+    population = V.integer("population", population, minimum=4)
+    iterations = V.integer("iterations", iterations, minimum=0)
     if batch_size is not None:
-        batch_size = _check_positive_int("batch_size", batch_size)
-    if (isinstance(mutation, bool) or not isinstance(mutation, numbers.Real)
-            or not 0.0 < mutation <= 2.0):
-        raise ValueError(f"`mutation` (F) must be a float in (0, 2]. Received: mutation={mutation!r}")
-    if outputs not in _OUTPUTS:
-        raise ValueError(f"`outputs` must be one of {_OUTPUTS}. Received: outputs={outputs!r}")
-    if seed is not None:
-        seed = _check_positive_int("seed", seed, minimum=0)
-    clip_min, clip_max = _check_clip(clip_min, clip_max)
+        batch_size = V.integer("batch_size", batch_size, minimum=1)
+    mutation = V.number("mutation", mutation, minimum=0.0, maximum=2.0, open_min=True)
+    outputs = V.choice("outputs", outputs, _OUTPUTS)
+    seed = V.seed(seed)
+    clip_min, clip_max = V.clip_range(clip_min, clip_max)
     x0, dtype = _check_images(x, clip_min, clip_max)
     n, height, width, channels = x0.shape
     if pixels > height * width:
@@ -158,7 +146,7 @@ def one_pixel(model_fn, x, y=None, *, pixels: int = 1, targeted: bool = False, p
             raise ValueError("`y` (the target classes) is required when targeted=True. Received: y=None")
         labels = predict(x0).argmax(axis=-1)
     else:
-        labels = _check_labels(y, n)
+        labels = None  # checked against the model's number of outputs at its first call
 
     genes = 2 + channels
     lower = np.tile(np.r_[0.0, 0.0, np.full(channels, clip_min)], pixels)
@@ -185,9 +173,9 @@ def one_pixel(model_fn, x, y=None, *, pixels: int = 1, targeted: bool = False, p
         step = len(flat) if batch_size is None else batch_size
         probs = np.concatenate([predict(apply(flat[i:i + step], image_of[i:i + step]))
                                 for i in range(0, len(flat), step)], axis=0).reshape(m, p, -1)
-        if labels.max() >= probs.shape[-1]:
-            raise ValueError(f"`y` must hold classes in [0, {probs.shape[-1]}) for a model with "
-                             f"{probs.shape[-1]} outputs. Received: max(y)={labels.max()}")
+        nonlocal labels
+        if labels is None:
+            labels = V.labels(y, n=n, num_classes=probs.shape[-1])
         lab = labels[images_idx][:, None]
         p_label = np.take_along_axis(probs, lab[..., None], axis=-1)[..., 0]
         return (p_label if targeted else -p_label), probs.argmax(axis=-1)

@@ -6,7 +6,19 @@ import math
 
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust.attacks import _common as C
+
+#: Madry et al.'s step rule: ``steps`` steps of this size cover 2.5 eps, enough to cross the ball
+#: from a random start and still move along its boundary.
+STEP_SIZE_FACTOR = 2.5
+
+
+def default_step_size(eps, steps):
+    """PGD's default step ``2.5 * eps / steps`` (Madry et al. 2018); ``eps`` may be a tensor."""
+    if isinstance(steps, (tf.Tensor, tf.Variable)) or isinstance(eps, (tf.Tensor, tf.Variable)):
+        return STEP_SIZE_FACTOR * tf.cast(eps, tf.float32) / tf.cast(tf.maximum(steps, 1), tf.float32)
+    return STEP_SIZE_FACTOR * eps / max(steps, 1)
 
 
 def _pgd_impl(model_fn, x, y, eps, step_size, steps, clip_min, clip_max, seed, *, norm, random_start,
@@ -58,7 +70,7 @@ def _pgd_impl(model_fn, x, y, eps, step_size, steps, clip_min, clip_max, seed, *
     return best_x
 
 
-def pgd(model_fn, x, y=None, *, eps, step_size, steps, norm="linf", random_start=True, restarts=1,
+def pgd(model_fn, x, y=None, *, eps, step_size=None, steps=20, norm="linf", random_start=True, restarts=1,
         targeted=False, clip_min=0.0, clip_max=1.0, early_stop=False, loss="ce", seed=None):
     """Projected gradient descent (Madry et al. 2018): iterated signed/normalised gradient steps.
 
@@ -88,8 +100,9 @@ def pgd(model_fn, x, y=None, *, eps, step_size, steps, norm="linf", random_start
       y: true labels [N] (ints) or one-hot [N, K]; None uses the model's own predictions (no
         label leaking). With ``targeted=True``: the target classes (required).
       eps: radius of the perturbation ball (>= 0); a Python number or a scalar tensor.
-      step_size: step ``alpha`` (>= 0), e.g. ``2.5 * eps / steps``.
-      steps: number of gradient steps (int >= 0).
+      step_size: step ``alpha`` (>= 0); None (default) uses Madry et al.'s ``2.5 * eps / steps``
+        (:func:`default_step_size`).
+      steps: number of gradient steps (int >= 0; default 20).
       norm: ``"linf"`` or ``"l2"``.
       random_start: start from a uniform random point of the ball.
       restarts: number of independent runs (int >= 1); per example the worst case is kept.
@@ -111,27 +124,29 @@ def pgd(model_fn, x, y=None, *, eps, step_size, steps, norm="linf", random_start
         ``x`` run only eagerly.
 
     Example:
-      >>> x_adv = pgd(model, x, y, eps=0.1, step_size=0.01, steps=20)
+      >>> x_adv = pgd(model, x, y, eps=0.1, steps=20)  # step 2.5 * 0.1 / 20
 
     References:
       Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018,
       https://arxiv.org/abs/1706.06083
     """
     model_fn = C.check_model_fn(model_fn)
-    eps = C.check_scalar("eps", eps, minimum=0.0)
-    step_size = C.check_scalar("step_size", step_size, minimum=0.0)
+    eps = V.number("eps", eps, minimum=0.0, allow_tensor=True)
     if isinstance(steps, (tf.Tensor, tf.Variable)):
-        C.check_scalar("steps", steps, minimum=0)
+        V.number("steps", steps, minimum=0, allow_tensor=True)
     else:
-        steps = C.check_int("steps", steps, minimum=0)
-    norm = C.check_choice("norm", norm, C.NORMS)
-    random_start = C.check_bool("random_start", random_start)
-    restarts = C.check_int("restarts", restarts, minimum=1)
-    targeted = C.check_bool("targeted", targeted)
-    early_stop = C.check_bool("early_stop", early_stop)
-    loss = C.check_choice("loss", loss, C.LOSSES)
-    seed = C.check_seed(seed)
-    clip_min, clip_max = C.check_clip(clip_min, clip_max)
+        steps = V.integer("steps", steps, minimum=0)
+    if step_size is None:
+        step_size = default_step_size(eps, steps)
+    step_size = V.number("step_size", step_size, minimum=0.0, allow_tensor=True)
+    norm = V.choice("norm", norm, C.NORMS)
+    random_start = V.boolean("random_start", random_start)
+    restarts = V.integer("restarts", restarts, minimum=1)
+    targeted = V.boolean("targeted", targeted)
+    early_stop = V.boolean("early_stop", early_stop)
+    loss = V.choice("loss", loss, C.LOSSES)
+    seed = V.seed(seed)
+    clip_min, clip_max = V.clip_range(clip_min, clip_max, allow_tensor=True)
     return _attack(model_fn, x, y, eps, step_size, steps, clip_min, clip_max, seed, norm=norm,
                    random_start=random_start, restarts=restarts, targeted=targeted,
                    early_stop=early_stop, loss=loss, name="pgd")
@@ -168,18 +183,18 @@ def fgsm(model_fn, x, y=None, *, eps, norm="linf", targeted=False, clip_min=0.0,
       https://arxiv.org/abs/1412.6572
     """
     model_fn = C.check_model_fn(model_fn)
-    eps = C.check_scalar("eps", eps, minimum=0.0)
-    norm = C.check_choice("norm", norm, C.NORMS)
-    targeted = C.check_bool("targeted", targeted)
-    loss = C.check_choice("loss", loss, C.LOSSES)
-    clip_min, clip_max = C.check_clip(clip_min, clip_max)
+    eps = V.number("eps", eps, minimum=0.0, allow_tensor=True)
+    norm = V.choice("norm", norm, C.NORMS)
+    targeted = V.boolean("targeted", targeted)
+    loss = V.choice("loss", loss, C.LOSSES)
+    clip_min, clip_max = V.clip_range(clip_min, clip_max, allow_tensor=True)
     return _attack(model_fn, x, y, eps, eps, 1, clip_min, clip_max, None, norm=norm, random_start=False,
                    restarts=1, targeted=targeted, early_stop=False, loss=loss, name="fgsm")
 
 
 def _attack(model_fn, x, y, eps, step_size, steps, clip_min, clip_max, seed, *, name, **static):
     xw, yw, dtype = C.prepare_inputs(x, y, targeted=static["targeted"], clip_min=clip_min,
-                                     clip_max=clip_max)
+                                     clip_max=clip_max, model_fn=model_fn)
     static["has_y"] = yw is not None
     if yw is None:
         yw = tf.zeros([0], tf.int32)  # placeholder; the labels are predicted inside the loop

@@ -22,14 +22,9 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
-from tfrobust.attacks._lbfgs import (
-    _as_output,
-    _check_clip,
-    _check_images,
-    _check_positive_float,
-    _check_positive_int,
-)
+from tfrobust.attacks._lbfgs import _as_output, _check_images
 
 __all__ = ["SubstituteResult", "substitute_attack"]
 
@@ -167,10 +162,7 @@ def _transfer(attack, model, x, y, eps, attack_kwargs, clip_min, clip_max):
 
     if attack == "fgsm":
         return fgsm(model, x, y, eps=eps, clip_min=clip_min, clip_max=clip_max, **kwargs)
-    steps = kwargs.pop("steps", 20)
-    step_size = kwargs.pop("step_size", 2.5 * eps / steps)
-    return pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, clip_min=clip_min,
-               clip_max=clip_max, **kwargs)
+    return pgd(model, x, y, eps=eps, clip_min=clip_min, clip_max=clip_max, **kwargs)
 
 
 def substitute_attack(oracle, x_initial, x, *, substitute=None, num_classes: int | None = None,
@@ -238,26 +230,25 @@ def substitute_attack(oracle, x_initial, x, *, substitute=None, num_classes: int
     """
     if not callable(oracle):
         raise TypeError(f"`oracle` must be callable. Received: oracle={oracle!r}")
-    rounds = _check_positive_int("rounds", rounds)
-    epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    oracle_batch_size = _check_positive_int("oracle_batch_size", oracle_batch_size)
-    lmbda = _check_positive_float("lmbda", lmbda)
-    eps = _check_positive_float("eps", eps)
-    learning_rate = _check_positive_float("learning_rate", learning_rate)
+    rounds = V.integer("rounds", rounds, minimum=1)
+    epochs = V.integer("epochs", epochs, minimum=1)
+    batch_size = V.integer("batch_size", batch_size, minimum=1)
+    oracle_batch_size = V.integer("oracle_batch_size", oracle_batch_size, minimum=1)
+    lmbda = V.number("lmbda", lmbda, minimum=0.0, open_min=True)
+    eps = V.number("eps", eps, minimum=0.0, open_min=True)
+    learning_rate = V.number("learning_rate", learning_rate, minimum=0.0, open_min=True)
     if tau is not None:
-        tau = _check_positive_int("tau", tau)
+        tau = V.integer("tau", tau, minimum=1)
     if num_classes is not None:
-        num_classes = _check_positive_int("num_classes", num_classes, minimum=2)
-    if seed is not None:
-        seed = _check_positive_int("seed", seed, minimum=0)
+        num_classes = V.integer("num_classes", num_classes, minimum=2)
+    seed = V.seed(seed)
     if not (callable(attack) or attack in ("fgsm", "pgd")):
         raise ValueError(f"`attack` must be 'fgsm', 'pgd' or a callable. Received: attack={attack!r}")
     if attack_kwargs is not None and not isinstance(attack_kwargs, dict):
         raise TypeError(f"`attack_kwargs` must be a dict or None. Received: attack_kwargs={attack_kwargs!r}")
     if (substitute is not None and not isinstance(substitute, keras.Model) and not callable(substitute)):
         check_tf_keras_model(substitute, argument="substitute")
-    clip_min, clip_max = _check_clip(clip_min, clip_max)
+    clip_min, clip_max = V.clip_range(clip_min, clip_max)
     s0, _ = _check_images(x_initial, clip_min, clip_max, name="x_initial")
     x_att, dtype = _check_images(x, clip_min, clip_max)
     if s0.shape[1:] != x_att.shape[1:]:

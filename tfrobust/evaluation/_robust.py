@@ -11,6 +11,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate as V
 from tfrobust import attacks
 from tfrobust._version import __version__
 from tfrobust.attacks import _common as C
@@ -175,23 +176,23 @@ def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_si
       https://arxiv.org/abs/1802.00420
     """
     C.check_model_fn(model_fn)
-    eps = C.check_scalar("eps", eps, minimum=0.0, allow_tensor=False)
-    norm = C.check_choice("norm", norm, C.NORMS)
-    preset = C.check_choice("preset", preset, PRESETS)
+    eps = V.number("eps", eps, minimum=0.0)
+    norm = V.choice("norm", norm, C.NORMS)
+    preset = V.choice("preset", preset, PRESETS)
     _check_batch_size(batch_size)
-    clip_min, clip_max = C.check_clip(clip_min, clip_max)
+    clip_min, clip_max = V.clip_range(clip_min, clip_max)
     clip_min, clip_max = float(clip_min), float(clip_max)
     if steps is not None:
-        steps = C.check_int("steps", steps, minimum=1)
-    eot_samples = C.check_int("eot_samples", eot_samples, minimum=1)
+        steps = V.integer("steps", steps, minimum=1)
+    eot_samples = V.integer("eot_samples", eot_samples, minimum=1)
     if random_samples is None:
         random_samples = 10 if preset == "fast" else 20
-    random_samples = C.check_int("random_samples", random_samples, minimum=0)
-    cascade = C.check_bool("cascade", cascade)
-    seed = C.check_seed(seed)
+    random_samples = V.integer("random_samples", random_samples, minimum=0)
+    cascade = V.boolean("cascade", cascade)
+    seed = V.seed(seed)
     if seed is None:
         raise ValueError("`seed` must be an int for a reproducible evaluation. Received: seed=None")
-    checks = C.check_bool("checks", checks)
+    checks = V.boolean("checks", checks)
 
     x_np = np.asarray(x)
     y_np = np.asarray(y)
