@@ -10,7 +10,7 @@ run as one compiled loop and can be called inside a ``tf.function`` train step.
 """
 
 from tfrobust.attacks._adaptive import EOT, bpda, bpda_active, bpda_scope, eot, inspect_model
-from tfrobust.attacks._apgd import apgd
+from tfrobust.attacks._apgd import apgd, apgd_targeted
 from tfrobust.attacks._lbfgs import lbfgs
 from tfrobust.attacks._one_pixel import one_pixel
 from tfrobust.attacks._pgd import fgsm, pgd
@@ -21,6 +21,7 @@ __all__ = [
     "EOT",
     "SubstituteResult",
     "apgd",
+    "apgd_targeted",
     "bpda",
     "bpda_active",
     "bpda_scope",

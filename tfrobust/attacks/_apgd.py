@@ -25,10 +25,9 @@ def checkpoints(steps: int) -> list[int]:
     return [v for v in w if 0 < v < steps]
 
 
-def _apgd_impl(model_fn, x, y, eps, steps, clip_min, clip_max, seed, *, norm, loss, targeted, restarts,
-               has_y, seed_given, n_steps, eot_samples):
-    if not has_y:
-        y = tf.argmax(C.forward(model_fn, x, eot_samples), axis=1, output_type=tf.int32)
+def _apgd_single(model_fn, x, y, target, eps, steps, clip_min, clip_max, rseed, *, norm, loss, targeted,
+                 n_steps, eot_samples):
+    """One APGD run from a random start; returns ``(x_out, fooled, obj_max)`` per example."""
     n = tf.shape(x)[0]
     shape_x = x.shape
     ckpt = tf.constant(checkpoints(n_steps) or [n_steps + 1], tf.int32)
@@ -37,84 +36,122 @@ def _apgd_impl(model_fn, x, y, eps, steps, clip_min, clip_max, seed, *, norm, lo
     def clip_project(z):
         return tf.clip_by_value(x + C.project(z - x, eps, norm), clip_min, clip_max)
 
-    result = x
-    result_fooled = tf.zeros([n], tf.bool)
-    result_obj = tf.fill([n], -math.inf)
+    def loss_and_grad(z):
+        return C.loss_and_grad(model_fn, z, y, loss, targeted, eot_samples, target)
+
+    x0 = tf.clip_by_value(x + C.random_delta(x, eps, norm, rseed), clip_min, clip_max)
+    obj0, grad0, logits0 = loss_and_grad(x0)
+    fooled0 = C.fooled(logits0, y, targeted)
+    eta0 = tf.fill([n], 2.0) * eps  # initial step size 2 * eps
+
+    state = dict(
+        i=tf.constant(0), x_adv=x0, x_old=x0, grad=grad0, eta=eta0,
+        x_max=x0, grad_max=grad0, obj_max=obj0, obj_prev=obj0,
+        x_adv_best=x0, fooled=fooled0,
+        increases=tf.zeros([n]), since_ckpt=tf.constant(0), last_ckpt=tf.constant(0),
+        obj_max_at_ckpt=obj0, reduced_at_ckpt=tf.ones([n], tf.bool),
+    )
+    invariants = {k: (tf.TensorShape([]) if v.shape.rank == 0 else
+                      (shape_x if v.shape.rank == shape_x.rank and k not in ("eta",) else shape_n))
+                  for k, v in state.items()}
+
+    def body(s):
+        s = dict(s)
+        i = s["i"]
+        # Momentum step: z = P(x_k + eta dir(g)); x_{k+1} = P(x_k + a(z - x_k) + (1 - a)(x_k - x_{k-1}))
+        a = tf.where(i > 0, _ALPHA, 1.0)
+        eta_b = C.per_example(s["eta"], x)
+        z = clip_project(s["x_adv"] + eta_b * C.ascent_direction(s["grad"], norm))
+        x_new = clip_project(s["x_adv"] + a * (z - s["x_adv"]) + (1.0 - a) * (s["x_adv"] - s["x_old"]))
+        obj, grad, logits = loss_and_grad(x_new)
+        is_fooled = C.fooled(logits, y, targeted)
+        newly = is_fooled & ~s["fooled"]
+        s["x_adv_best"] = tf.where(C.per_example(newly, x), x_new, s["x_adv_best"])
+        s["fooled"] = s["fooled"] | is_fooled
+        s["increases"] = s["increases"] + tf.cast(obj > s["obj_prev"], tf.float32)
+        improved = obj > s["obj_max"]
+        imp_b = C.per_example(improved, x)
+        s["x_max"] = tf.where(imp_b, x_new, s["x_max"])
+        s["grad_max"] = tf.where(imp_b, grad, s["grad_max"])
+        s["obj_max"] = tf.where(improved, obj, s["obj_max"])
+        s["obj_prev"] = obj
+        s["x_old"] = s["x_adv"]
+        s["x_adv"] = x_new
+        s["grad"] = grad
+        step = i + 1
+        at_ckpt = tf.reduce_any(tf.equal(ckpt, step))
+
+        def checkpoint():
+            window = tf.cast(step - s["last_ckpt"], tf.float32)
+            cond1 = s["increases"] < _RHO * window
+            cond2 = ~s["reduced_at_ckpt"] & (s["obj_max_at_ckpt"] >= s["obj_max"])
+            halve = cond1 | cond2
+            h_b = C.per_example(halve, x)
+            return (tf.where(halve, s["eta"] / 2.0, s["eta"]),
+                    tf.where(h_b, s["x_max"], s["x_adv"]),
+                    tf.where(h_b, s["grad_max"], s["grad"]),
+                    tf.zeros_like(s["increases"]), step, s["obj_max"], halve)
+
+        def keep():
+            return (s["eta"], s["x_adv"], s["grad"], s["increases"], s["last_ckpt"],
+                    s["obj_max_at_ckpt"], s["reduced_at_ckpt"])
+
+        (s["eta"], s["x_adv"], s["grad"], s["increases"], s["last_ckpt"], s["obj_max_at_ckpt"],
+         s["reduced_at_ckpt"]) = tf.cond(at_ckpt, checkpoint, keep)
+        s["i"] = step
+        return (s,)
+
+    (final,) = tf.while_loop(lambda s: s["i"] < steps, body, (state,), shape_invariants=(invariants,))
+    # Per example: a misclassified iterate if one was found, else the highest-loss point.
+    x_out = tf.where(C.per_example(final["fooled"], x), final["x_adv_best"], final["x_max"])
+    return x_out, final["fooled"], final["obj_max"]
+
+
+def _merge(best, run):
+    """Keep per example the run that fools the model, else the one with the higher objective."""
+    (b_x, b_fooled, b_obj), (r_x, r_fooled, r_obj) = best, run
+    better = (r_fooled & ~b_fooled) | ((r_fooled == b_fooled) & (r_obj > b_obj))
+    return (tf.where(C.per_example(better, b_x), r_x, b_x), b_fooled | r_fooled,
+            tf.where(better, r_obj, b_obj))
+
+
+def _restart_seed(seed, seed_given, index):
+    return tf.stack([seed, tf.constant(1000 + index, seed.dtype)]) if seed_given else None
+
+
+def _apgd_impl(model_fn, x, y, eps, steps, clip_min, clip_max, seed, *, norm, loss, targeted, restarts,
+               has_y, seed_given, n_steps, eot_samples):
+    if not has_y:
+        y = tf.argmax(C.forward(model_fn, x, eot_samples), axis=1, output_type=tf.int32)
+    n = tf.shape(x)[0]
+    best = (x, tf.zeros([n], tf.bool), tf.fill([n], -math.inf))
     for r in range(restarts):
-        rseed = tf.stack([seed, tf.constant(1000 + r, seed.dtype)]) if seed_given else None
-        x0 = tf.clip_by_value(x + C.random_delta(x, eps, norm, rseed), clip_min, clip_max)
-        obj0, grad0, logits0 = C.loss_and_grad(model_fn, x0, y, loss, targeted, eot_samples)
-        fooled0 = C.fooled(logits0, y, targeted)
-        eta0 = tf.fill([n], 2.0) * eps  # initial step size 2 * eps
-
-        state = dict(
-            i=tf.constant(0), x_adv=x0, x_old=x0, grad=grad0, eta=eta0,
-            x_max=x0, grad_max=grad0, obj_max=obj0, obj_prev=obj0,
-            x_adv_best=x0, fooled=fooled0,
-            increases=tf.zeros([n]), since_ckpt=tf.constant(0), last_ckpt=tf.constant(0),
-            obj_max_at_ckpt=obj0, reduced_at_ckpt=tf.ones([n], tf.bool),
-        )
-        invariants = {k: (tf.TensorShape([]) if v.shape.rank == 0 else
-                          (shape_x if v.shape.rank == shape_x.rank and k not in ("eta",) else shape_n))
-                      for k, v in state.items()}
-
-        def body(s):
-            s = dict(s)
-            i = s["i"]
-            # Momentum step: z = P(x_k + eta dir(g)); x_{k+1} = P(x_k + a(z - x_k) + (1 - a)(x_k - x_{k-1}))
-            a = tf.where(i > 0, _ALPHA, 1.0)
-            eta_b = C.per_example(s["eta"], x)
-            z = clip_project(s["x_adv"] + eta_b * C.ascent_direction(s["grad"], norm))
-            x_new = clip_project(s["x_adv"] + a * (z - s["x_adv"]) + (1.0 - a) * (s["x_adv"] - s["x_old"]))
-            obj, grad, logits = C.loss_and_grad(model_fn, x_new, y, loss, targeted, eot_samples)
-            is_fooled = C.fooled(logits, y, targeted)
-            newly = is_fooled & ~s["fooled"]
-            s["x_adv_best"] = tf.where(C.per_example(newly, x), x_new, s["x_adv_best"])
-            s["fooled"] = s["fooled"] | is_fooled
-            s["increases"] = s["increases"] + tf.cast(obj > s["obj_prev"], tf.float32)
-            improved = obj > s["obj_max"]
-            imp_b = C.per_example(improved, x)
-            s["x_max"] = tf.where(imp_b, x_new, s["x_max"])
-            s["grad_max"] = tf.where(imp_b, grad, s["grad_max"])
-            s["obj_max"] = tf.where(improved, obj, s["obj_max"])
-            s["obj_prev"] = obj
-            s["x_old"] = s["x_adv"]
-            s["x_adv"] = x_new
-            s["grad"] = grad
-            step = i + 1
-            at_ckpt = tf.reduce_any(tf.equal(ckpt, step))
-
-            def checkpoint():
-                window = tf.cast(step - s["last_ckpt"], tf.float32)
-                cond1 = s["increases"] < _RHO * window
-                cond2 = ~s["reduced_at_ckpt"] & (s["obj_max_at_ckpt"] >= s["obj_max"])
-                halve = cond1 | cond2
-                h_b = C.per_example(halve, x)
-                return (tf.where(halve, s["eta"] / 2.0, s["eta"]),
-                        tf.where(h_b, s["x_max"], s["x_adv"]),
-                        tf.where(h_b, s["grad_max"], s["grad"]),
-                        tf.zeros_like(s["increases"]), step, s["obj_max"], halve)
-
-            def keep():
-                return (s["eta"], s["x_adv"], s["grad"], s["increases"], s["last_ckpt"],
-                        s["obj_max_at_ckpt"], s["reduced_at_ckpt"])
-
-            (s["eta"], s["x_adv"], s["grad"], s["increases"], s["last_ckpt"], s["obj_max_at_ckpt"],
-             s["reduced_at_ckpt"]) = tf.cond(at_ckpt, checkpoint, keep)
-            s["i"] = step
-            return (s,)
-
-        (final,) = tf.while_loop(lambda s: s["i"] < steps, body, (state,), shape_invariants=(invariants,))
-        # Per example: a misclassified iterate if one was found, else the highest-loss point.
-        x_out = tf.where(C.per_example(final["fooled"], x), final["x_adv_best"], final["x_max"])
+        run = _apgd_single(model_fn, x, y, None, eps, steps, clip_min, clip_max,
+                           _restart_seed(seed, seed_given, r), norm=norm, loss=loss, targeted=targeted,
+                           n_steps=n_steps, eot_samples=eot_samples)
         if restarts == 1:
-            return x_out
-        better = (final["fooled"] & ~result_fooled) | (
-            (final["fooled"] == result_fooled) & (final["obj_max"] > result_obj))
-        result = tf.where(C.per_example(better, x), x_out, result)
-        result_obj = tf.where(better, final["obj_max"], result_obj)
-        result_fooled = result_fooled | final["fooled"]
-    return result
+            return run[0]
+        best = _merge(best, run)
+    return best[0]
+
+
+def _apgd_t_impl(model_fn, x, y, eps, steps, clip_min, clip_max, seed, *, norm, targets, restarts, has_y,
+                 seed_given, n_steps, eot_samples):
+    clean = C.forward(model_fn, x, eot_samples)
+    if not has_y:
+        y = tf.argmax(clean, axis=1, output_type=tf.int32)
+    n = tf.shape(x)[0]
+    # Targets: the classes of the 2nd, 3rd, ... largest clean logits (AutoAttack's order).
+    ranked = tf.math.top_k(clean, k=targets + 1).indices
+    best = (x, tf.zeros([n], tf.bool), tf.fill([n], -math.inf))
+    for t in range(targets):
+        for r in range(restarts):
+            run = _apgd_single(model_fn, x, y, ranked[:, t + 1], eps, steps, clip_min, clip_max,
+                               _restart_seed(seed, seed_given, t * restarts + r), norm=norm,
+                               loss="dlr-targeted", targeted=False, n_steps=n_steps,
+                               eot_samples=eot_samples)
+            best = _merge(best, run)
+    return best[0]
 
 
 def apgd(model_fn, x, y=None, *, eps, steps=100, norm="linf", loss="ce", restarts=1, targeted=False,
@@ -181,4 +218,77 @@ def apgd(model_fn, x, y=None, *, eps, steps=100, norm="linf", loss="ce", restart
     args = (xw, yw, tf.cast(eps, tf.float32), tf.constant(steps, tf.int32), tf.cast(clip_min, tf.float32),
             tf.cast(clip_max, tf.float32), tf.constant(seed or 0, tf.int64))
     x_adv = C.run(model_fn, "apgd", _apgd_impl, static, args)
+    return C.finalize(tf.convert_to_tensor(x), x_adv, eps, norm, clip_min, clip_max, dtype)
+
+
+def apgd_targeted(model_fn, x, y=None, *, eps, steps=100, norm="linf", targets=9, restarts=1,
+                  clip_min=0.0, clip_max=1.0, seed=None):
+    """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss, one run per target class.
+
+    For each of the ``targets`` classes ``t`` with the largest clean logits after the top one
+    (AutoAttack's order: 2nd, 3rd, ... largest), APGD (:func:`apgd`'s momentum and step-size
+    schedule, ``steps`` iterations, random start) maximises
+
+        ``L_T(x) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``
+
+    (``z_pi`` the logits sorted descending), which pushes the logit of ``t`` above that of the
+    true class ``y`` and is invariant to shifts and positive rescaling of the logits. The attack
+    itself is untargeted: an example counts as broken as soon as ``argmax z != y`` for any target.
+    Per example the first run that misclassifies it is kept, else the one with the highest loss.
+    This is the second attack of AutoAttack's standard version (9 targets, 100 steps, 1 restart).
+
+    Cost: ``targets * restarts * (steps + 1)`` forward+backward passes plus one forward pass.
+    Runs as one graph like :func:`apgd` (cached ``tf.function`` when eager, inlined in a graph).
+
+    Args:
+      model_fn: callable mapping float images to logits (wrap with :func:`eot` if random).
+      x: float images in ``[clip_min, clip_max]``.
+      y: true labels [N] (or one-hot); None uses the model's predictions.
+      eps: radius of the ball (>= 0).
+      steps: iterations per target (int >= 1; AutoAttack: 100).
+      norm: ``"linf"`` or ``"l2"``.
+      targets: number of target classes (int >= 1, at most ``num_classes - 1``; AutoAttack: 9).
+        The targeted DLR loss needs at least 4 classes.
+      restarts: random restarts per target (int >= 1).
+      clip_min: lower bound of valid inputs.
+      clip_max: upper bound of valid inputs.
+      seed: int for reproducible random starts, None for TF's global RNG.
+
+    Returns:
+      ``x_adv`` with ``x``'s shape and dtype, inside the eps-ball and the clip range.
+
+    Raises:
+      ValueError / TypeError: for a bad argument, naming it (``targets >= num_classes``, fewer
+        than 4 classes, ...).
+
+    Example:
+      >>> x_adv = apgd_targeted(model, x, y, eps=8 / 255)  # AutoAttack's APGD-T
+
+    References:
+      Croce & Hein, Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse
+      Parameter-free Attacks, ICML 2020, https://arxiv.org/abs/2003.01690
+    """
+    model_fn = C.check_model_fn(model_fn)
+    eps = V.number("eps", eps, minimum=0.0, allow_tensor=True)
+    steps = V.integer("steps", steps, minimum=1)
+    norm = V.choice("norm", norm, C.NORMS)
+    targets = V.integer("targets", targets, minimum=1)
+    restarts = V.integer("restarts", restarts, minimum=1)
+    seed = V.seed(seed)
+    clip_min, clip_max = V.clip_range(clip_min, clip_max, allow_tensor=True)
+    xw, yw, dtype = C.prepare_inputs(x, y, targeted=False, clip_min=clip_min, clip_max=clip_max,
+                                     model_fn=model_fn)
+    if tf.executing_eagerly():
+        k = C.num_classes_of(model_fn, xw)
+        if k < 4:
+            raise ValueError(f"apgd_targeted's targeted DLR loss needs at least 4 classes. Received: "
+                             f"a model with {k} logits")
+        V.integer("targets", targets, maximum=k - 1)
+    static = dict(norm=norm, targets=targets, restarts=restarts, has_y=yw is not None,
+                  seed_given=seed is not None, n_steps=steps)
+    if yw is None:
+        yw = tf.zeros([0], tf.int32)
+    args = (xw, yw, tf.cast(eps, tf.float32), tf.constant(steps, tf.int32), tf.cast(clip_min, tf.float32),
+            tf.cast(clip_max, tf.float32), tf.constant(seed or 0, tf.int64))
+    x_adv = C.run(model_fn, "apgd_t", _apgd_t_impl, static, args)
     return C.finalize(tf.convert_to_tensor(x), x_adv, eps, norm, clip_min, clip_max, dtype)

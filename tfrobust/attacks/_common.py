@@ -190,14 +190,20 @@ def _dlr_denominator(logits, targeted):
     return top[:, 0] - top[:, 2] + 1e-12
 
 
-def objective(loss, logits, y, targeted):
+def objective(loss, logits, y, targeted, target=None):
     """Per-example objective the attack *maximises*.
 
     - ``ce``: ``CE(z, y)`` untargeted, ``-CE(z, t)`` targeted.
     - ``margin`` (Carlini-Wagner): ``max_{i != y} z_i - z_y``; targeted ``z_t - max_{i != t} z_i``.
     - ``dlr`` (Croce & Hein 2020): ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``; targeted
       ``-(max_{i != t} z_i - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` with ``z_pi`` sorted descending.
+    - ``dlr-targeted`` (APGD-T; ``y`` the true classes, ``target`` the class to reach):
+      ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``; success is still ``argmax z != y``.
     """
+    if loss == "dlr-targeted":
+        z_y = tf.gather(logits, y, axis=1, batch_dims=1)
+        z_t = tf.gather(logits, target, axis=1, batch_dims=1)
+        return (z_t - z_y) / _dlr_denominator(logits, True)
     if loss == "ce":
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
         return -ce if targeted else ce
@@ -218,7 +224,7 @@ def predict_labels(model_fn, x):
     return tf.argmax(as_logits(model_fn(x)), axis=1, output_type=tf.int32)
 
 
-def loss_and_grad(model_fn, x, y, loss, targeted, eot_samples=1):
+def loss_and_grad(model_fn, x, y, loss, targeted, eot_samples=1, target=None):
     """Per-example objective, its gradient w.r.t. ``x`` (of the batch sum) and the logits.
 
     With ``eot_samples > 1`` (a stochastic model under :func:`tfrobust.attacks.eot`) the objective
@@ -230,7 +236,7 @@ def loss_and_grad(model_fn, x, y, loss, targeted, eot_samples=1):
         total, logits_sum = None, None
         for _ in range(eot_samples):
             logits = as_logits(model_fn(x))
-            obj = objective(loss, logits, y, targeted)
+            obj = objective(loss, logits, y, targeted, target)
             total = obj if total is None else total + obj
             logits_sum = logits if logits_sum is None else logits_sum + logits
         if eot_samples > 1:
