@@ -8,10 +8,9 @@ summarised, which is far more stable than a ratio of two medians measured minute
 Every round records the wall time *and* the process CPU time (all threads). A round whose wall time
 is more than ``stall_factor`` times the variant's fastest round is a *stalled* round: it is marked,
 kept in the raw values, and left out of the medians with its reason (:func:`find_stalls`), instead
-of being folded into a median. The CPU time tells the two usual causes apart: if the round used
-about the CPU time of the fastest one, the extra wall time was spent off the CPU (a blocked thread,
-or other processes holding the cores); if its CPU time grew as much, it did more work (e.g. a
-retrace).
+of being folded into a median. The CPU time tells extra work (a retrace: CPU grows with the wall
+time) from time spent off the CPU; the machine's idle time during the round then tells a stall (a
+blocked thread while cores sat idle) from other processes holding the cores.
 
 Example:
     >>> res = compare({"baseline": lambda: sum(range(10**5)),
@@ -23,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +35,21 @@ STALL_FACTOR = 1.5
 _SAME_WORK = 1.2
 
 
+def machine_idle_seconds() -> float | None:
+    """Idle CPU-seconds of the whole machine since boot, all cores (Linux ``/proc/stat``), or None.
+
+    During a round, the change of this clock tells a stall from load: time our process spent off
+    the CPU while cores sat idle was a wait (a blocked thread); off-CPU time with no idle core was
+    other processes holding the CPU.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")  # idle + iowait
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _summary(values):
     if not values:
         return {"median": None, "min": None, "max": None, "values": []}
@@ -42,7 +57,7 @@ def _summary(values):
             "values": list(values)}
 
 
-def find_stalls(wall: Sequence[float], cpu: Sequence[float], *,
+def find_stalls(wall: Sequence[float], cpu: Sequence[float], idle: Sequence[float | None] | None = None, *,
                 factor: float = STALL_FACTOR) -> dict[int, str]:
     """Rounds of one variant whose wall time is more than ``factor`` x its fastest round.
 
@@ -53,6 +68,9 @@ def find_stalls(wall: Sequence[float], cpu: Sequence[float], *,
     Args:
       wall: wall-clock seconds per round.
       cpu: process CPU seconds per round (all threads), same length as ``wall``.
+      idle: optional idle CPU-seconds of the whole machine per round (:func:`machine_idle_seconds`
+        differences; None entries allowed): when given, the reason also says whether the extra
+        wall time came with idle cores (a stall: something waited) or none (other load).
       factor: a round is stalled when ``wall > factor * min(wall)``; ``> 1``.
 
     Returns:
@@ -62,9 +80,10 @@ def find_stalls(wall: Sequence[float], cpu: Sequence[float], *,
     Raises:
       ValueError: lengths differ, a time is negative or not finite, or ``factor <= 1``.
     """
-    if len(wall) != len(cpu):
-        raise ValueError(f"`wall` and `cpu` must have the same length. Received: len(wall)={len(wall)}, "
-                         f"len(cpu)={len(cpu)}")
+    if len(wall) != len(cpu) or (idle is not None and len(idle) != len(wall)):
+        raise ValueError(f"`wall`, `cpu` (and `idle`) must have the same length. Received: "
+                         f"len(wall)={len(wall)}, len(cpu)={len(cpu)}, "
+                         f"len(idle)={None if idle is None else len(idle)}")
     if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 1):
         raise ValueError(f"`factor` must be a finite number > 1. Received: factor={factor!r}")
     for name, values in (("wall", wall), ("cpu", cpu)):
@@ -80,16 +99,24 @@ def find_stalls(wall: Sequence[float], cpu: Sequence[float], *,
             continue
         head = (f"wall {w:.2f} s = {w / w0:.2f}x the fastest round ({w0:.2f} s), CPU {c:.2f} s vs "
                 f"{c0:.2f} s")
-        if c <= _SAME_WORK * c0:
-            out[i] = head + ": same work, the extra time was spent off the CPU (stall or other load)"
-        else:
+        if c > _SAME_WORK * c0:
             out[i] = head + f": CPU grew {c / c0 if c0 else math.inf:.2f}x too (more work, e.g. a retrace)"
+            continue
+        why = head + ": same work, the extra time was spent off the CPU"
+        idle_i = None if idle is None else idle[i]
+        if idle_i is None:
+            out[i] = why + " (a stall or other load)"
+        elif idle_i >= 0.5 * (w - w0):
+            out[i] = why + f" while the machine had {idle_i:.1f} idle CPU-seconds: a stall (something waited)"
+        else:
+            out[i] = why + f" with only {idle_i:.1f} idle CPU-seconds on the machine: other load"
     return out
 
 
 def compare(variants: dict[str, Callable[[], object]], *, baseline: str, rounds: int = 5,
             warmup: int = 1, clock: Callable[[], float] = time.perf_counter,
             cpu_clock: Callable[[], float] = time.process_time,
+            idle_clock: Callable[[], float | None] = machine_idle_seconds,
             stall_factor: float = STALL_FACTOR) -> dict:
     """Time each variant ``rounds`` times in alternating order and compare it to ``baseline``.
 
@@ -101,12 +128,14 @@ def compare(variants: dict[str, Callable[[], object]], *, baseline: str, rounds:
       warmup: rounds run first and discarded (tracing, caches).
       clock: the wall-clock timer (injectable for tests).
       cpu_clock: the process CPU timer, all threads (injectable for tests).
+      idle_clock: the machine's idle CPU-seconds, or None where unknown (injectable for tests).
       stall_factor: see :func:`find_stalls`.
 
     Returns:
       A dict: ``variants[name] = {seconds, cpu_seconds, stalled, ratio, ratio_of_fastest,
       last_value}``, where ``seconds`` and ``cpu_seconds`` are ``{median, min, max, values}`` with
       ``values`` holding *every* measured round and ``median``/``max`` over the rounds kept;
+      ``machine_idle_seconds`` per round (None where unknown);
       ``stalled`` maps a round index (as a string, JSON-safe) to its reason; ``ratio`` summarises
       the per-round ratios to the baseline over rounds where neither stalled (``values`` in round
       order, None for a left-out round) and ``ratio_of_fastest`` is ``min / baseline min``. Also
@@ -123,22 +152,25 @@ def compare(variants: dict[str, Callable[[], object]], *, baseline: str, rounds:
     env_before = environment()
     times = {n: [] for n in names}
     cpus = {n: [] for n in names}
+    idles = {n: [] for n in names}
     last = {n: None for n in names}
     orders = []
     for r in range(warmup + rounds):
         k = r % len(names)
         order = names[k:] + names[:k]
-        round_times, round_cpus = {}, {}
+        round_times, round_cpus, round_idle = {}, {}, {}
         for n in order:
-            c0, t0 = cpu_clock(), clock()
+            i0, c0, t0 = idle_clock(), cpu_clock(), clock()
             last[n] = variants[n]()
-            round_times[n], round_cpus[n] = clock() - t0, cpu_clock() - c0
+            round_times[n], round_cpus[n], i1 = clock() - t0, cpu_clock() - c0, idle_clock()
+            round_idle[n] = None if i0 is None or i1 is None else i1 - i0
         if r >= warmup:
             orders.append(order)
             for n in names:
                 times[n].append(round_times[n])
                 cpus[n].append(round_cpus[n])
-    stalls = {n: find_stalls(times[n], cpus[n], factor=stall_factor) for n in names}
+                idles[n].append(round_idle[n])
+    stalls = {n: find_stalls(times[n], cpus[n], idles[n], factor=stall_factor) for n in names}
     out = {}
     for n in names:
         kept = [i for i in range(rounds) if i not in stalls[n]]
@@ -153,7 +185,7 @@ def compare(variants: dict[str, Callable[[], object]], *, baseline: str, rounds:
             ratio = _summary([v for v in per_round if v is not None])
             ratio["values"] = per_round
             ratio_fast = min(times[n]) / min(times[baseline])
-        out[n] = {"seconds": seconds, "cpu_seconds": cpu,
+        out[n] = {"seconds": seconds, "cpu_seconds": cpu, "machine_idle_seconds": idles[n],
                   "stalled": {str(i): why for i, why in stalls[n].items()},
                   "ratio": ratio, "ratio_of_fastest": ratio_fast, "last_value": last[n]}
     env_after = environment()

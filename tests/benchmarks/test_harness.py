@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from benchmarks._harness import compare, find_stalls, markdown_table
+from benchmarks._harness import compare, find_stalls, machine_idle_seconds, markdown_table
 
 
 def _fake_clocks(walls, cpus):
@@ -21,6 +21,10 @@ def _fake_clocks(walls, cpus):
     return work, (lambda: now["wall"]), (lambda: now["cpu"])
 
 
+def _no_idle():
+    return None
+
+
 def test_compare_alternates_excludes_warmup_and_takes_ratios_per_round():
     calls = []
     work, clock, cpu_clock = _fake_clocks({"base": [10, 1, 2, 3], "fast": [20, 1, 1, 1]},
@@ -31,7 +35,7 @@ def test_compare_alternates_excludes_warmup_and_takes_ratios_per_round():
         return lambda: (calls.append(name), fn())[1]
 
     res = compare({"base": logged("base"), "fast": logged("fast")}, baseline="base", rounds=3, warmup=1,
-                  clock=clock, cpu_clock=cpu_clock, stall_factor=5)
+                  clock=clock, cpu_clock=cpu_clock, idle_clock=_no_idle, stall_factor=5)
     assert calls == ["base", "fast", "fast", "base", "base", "fast", "fast", "base"]
     assert res["variants"]["base"]["seconds"]["values"] == [1, 2, 3]
     assert res["variants"]["base"]["cpu_seconds"]["values"] == [2, 2, 2]
@@ -57,12 +61,20 @@ def test_find_stalls_flags_rounds_above_factor_of_fastest_with_the_cause():
     assert "more work" in stalls[5]
 
 
+def test_find_stalls_tells_a_stall_from_other_load_by_the_machine_idle_time():
+    wall, cpu = [2.5, 5.1, 5.1], [4.8, 4.8, 4.8]
+    stalls = find_stalls(wall, cpu, [0.1, 4.0, 0.2])
+    assert "a stall" in stalls[1] and "other load" in stalls[2]
+    assert "a stall or other load" in find_stalls(wall, cpu, [None, None, None])[1]
+
+
 def test_find_stalls_none_when_every_round_is_within_factor():
     assert find_stalls([2.0, 2.9, 2.5], [4.0, 4.1, 4.0], factor=1.5) == {}
     assert find_stalls([], []) == {}
 
 
 @pytest.mark.parametrize("kwargs, match", [({"wall": [1.0], "cpu": []}, "same length"),
+                                           ({"wall": [1.0], "cpu": [1.0], "idle": []}, "same length"),
                                            ({"wall": [1.0], "cpu": [1.0], "factor": 1.0}, "factor"),
                                            ({"wall": [1.0], "cpu": [1.0], "factor": math.nan}, "factor"),
                                            ({"wall": [-1.0], "cpu": [1.0]}, "wall"),
@@ -78,7 +90,7 @@ def test_compare_leaves_stalled_rounds_out_of_medians_and_ratios():
         {"limit": [2.5, 2.55, 5.11, 2.60, 2.58], "pgd": [2.5, 2.54, 2.56, 5.11, 2.57]},
         {"limit": [4.8] * 5, "pgd": [4.8] * 5})
     res = compare({"limit": work("limit"), "pgd": work("pgd")}, baseline="limit", rounds=4, warmup=1,
-                  clock=clock, cpu_clock=cpu_clock)
+                  clock=clock, cpu_clock=cpu_clock, idle_clock=_no_idle)
     lim, pgd = res["variants"]["limit"], res["variants"]["pgd"]
     assert list(lim["stalled"]) == ["1"] and list(pgd["stalled"]) == ["2"]
     assert lim["seconds"]["values"] == pytest.approx([2.55, 5.11, 2.60, 2.58])  # raw rounds all kept
@@ -97,7 +109,7 @@ def test_compare_pairs_only_rounds_where_neither_variant_stalled():
     work, clock, cpu_clock = _fake_clocks({"a": [1.0, 1.0, 5.0], "b": [5.0, 1.0, 1.0]},
                                           {"a": [1.0] * 3, "b": [1.0] * 3})
     res = compare({"a": work("a"), "b": work("b")}, baseline="a", rounds=3, warmup=0, clock=clock,
-                  cpu_clock=cpu_clock)
+                  cpu_clock=cpu_clock, idle_clock=_no_idle)
     # b stalls in round 0, a in round 2: only round 1 gives a ratio
     assert res["variants"]["b"]["ratio"]["values"] == [None, 1.0, None]
     assert res["variants"]["b"]["ratio"]["median"] == 1.0
@@ -107,7 +119,7 @@ def test_compare_says_so_when_no_round_pair_is_clean():
     work, clock, cpu_clock = _fake_clocks({"a": [1.0, 5.0, 1.0], "b": [5.0, 1.0, 5.0]},
                                           {"a": [1.0] * 3, "b": [1.0] * 3})
     res = compare({"a": work("a"), "b": work("b")}, baseline="a", rounds=3, warmup=0, clock=clock,
-                  cpu_clock=cpu_clock)
+                  cpu_clock=cpu_clock, idle_clock=_no_idle)
     assert res["variants"]["b"]["ratio"]["median"] is None
     assert res["variants"]["b"]["ratio_of_fastest"] == 1.0
     assert "no round without a stall" in markdown_table(res, title="t")
@@ -119,3 +131,8 @@ def test_compare_says_so_when_no_round_pair_is_clean():
 def test_compare_validates(kwargs, match):
     with pytest.raises(ValueError, match=match):
         compare({"a": lambda: None}, **kwargs)
+
+
+def test_machine_idle_seconds_is_a_nonnegative_count_or_unknown():
+    idle = machine_idle_seconds()
+    assert idle is None or (isinstance(idle, float) and idle >= 0)
