@@ -1,5 +1,10 @@
 """TFLite Micro LUT weight compression: smaller kernels in the file, bit-identical TFLM outputs."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tfrobust import utils
@@ -52,7 +57,7 @@ def cnn_int8(fashion_train):
 
 
 def test_lut_16_values_per_tensor_halves_weight_bytes_and_is_bit_exact_in_tflm(mlp_int8, fashion_test):
-    small = compress_lut(mlp_int8, bits=4, granularity="tensor")
+    small = compress_lut(mlp_int8, bits=4)  # QAT quantizes Dense kernels per tensor: one table each
     kernels = kernel_stats(small)
     assert [(k.layer, k.lut_bits) for k in kernels] == [("fc1", 4), ("logits", 4)]
     assert all(k.unique_values <= 16 for k in kernels)
@@ -72,14 +77,45 @@ def test_lut_decoded_kernels_match_the_uncompressed_file(cnn_int8):
             assert a.nbytes < b.nbytes
 
 
-def test_lut_auto_uses_per_channel_tables_for_per_channel_int8_convs(cnn_int8, fashion_test):
+def test_lut_per_channel_quantized_convs_get_one_table_per_channel(cnn_int8, fashion_test):
     conv = [k for k in kernel_stats(cnn_int8) if k.layer == "conv2"][0]
     assert conv.unique_values > 16 >= conv.max_unique_per_channel  # one scale per output channel
-    with pytest.raises(ValueError, match="conv2"):
-        compress_lut(cnn_int8, bits=4, granularity="tensor")
-    small = compress_lut(cnn_int8, bits=4, granularity="auto")
+    small = compress_lut(cnn_int8, bits=4)
     assert [k.lut_bits for k in kernel_stats(small) if k.layer == "conv2"] == [4]
     assert lut_parity(cnn_int8, small, fashion_test[0][:16])["identical"]
+
+
+def _clustered_float_model():
+    """Clustered without fine-tuning and converted post-training: Dense kernels are per-channel."""
+    from tfrobust import models
+
+    utils.set_seed(0)
+    return strip(cluster(models.small_cnn(width=4, dense_units=8), 16))
+
+
+def test_lut_post_training_int8_of_a_clustered_model(calibration, fashion_test):
+    plain = convert(_clustered_float_model(), "int8", calibration[:50], batch_size=1)
+    fc1 = [k for k in kernel_stats(plain) if k.layer == "fc1"][0]
+    assert fc1.max_unique_per_channel <= 16  # post-training int8 quantizes it per channel
+    small = compress_lut(plain, bits=4)
+    assert lut_parity(plain, small, fashion_test[0][:16])["identical"]
+
+
+@pytest.mark.slow
+def test_convert_cli_lut_bits(tmp_path):
+    path = tmp_path / "clustered.keras"
+    _clustered_float_model().save(path)
+    out, report = tmp_path / "m.tflite", tmp_path / "m.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    res = subprocess.run([sys.executable, "-m", "tfrobust", "convert", f"--model={path}", "--mode=int8",
+                          "--dataset=fashion_mnist", "--calibration_size=50", "--batch_size=1",
+                          "--lut_bits=4", f"--out={out}", f"--report={report}"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "TFLite Micro outputs identical on 20 images" in res.stdout
+    rep = json.loads(report.read_text())
+    assert rep["lut_bits"] == 4 and rep["size_bytes"] == out.stat().st_size
+    assert any(k["lut_bits"] for k in rep["kernels"])
 
 
 def test_lut_report_reads_the_compressed_file(mlp_int8):
@@ -107,8 +143,7 @@ def test_lut_refuses_a_compressed_model(mlp_int8):
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"bits": 0}, ValueError, "bits"), ({"bits": 8}, ValueError, "bits"),
-    ({"bits": 2.5}, TypeError, "bits"), ({"granularity": "row"}, ValueError, "granularity"),
-    ({"min_saving": -1}, ValueError, "min_saving"),
+    ({"bits": 2.5}, TypeError, "bits"), ({"min_saving": -1}, ValueError, "min_saving"),
 ])
 def test_lut_bad_arguments(mlp_int8, kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -1,4 +1,9 @@
-"""``tfrobust convert``: a saved tf_keras model -> .tflite (float, float16, dynamic, int8, binary)."""
+"""``tfrobust convert``: a saved tf_keras model -> .tflite (float, float16, dynamic, int8, binary).
+
+``--lut_bits=4`` then stores the kernels of a clustered model (``tfrobust compress
+--method=cluster --cluster_bits=4``) as 4-bit indices + value tables for TFLite Micro, and checks
+on the calibration images that TFLM computes bit-identical outputs with and without compression.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +24,19 @@ flags.DEFINE_string("data_dir", None, "Folder searched first for the dataset's I
 flags.DEFINE_integer("batch_size", None, "Fix the .tflite batch size (1 for microcontrollers).",
                      lower_bound=1)
 flags.DEFINE_bool("allow_select_ops", False, "Allow Select TF ops (needs the Flex delegate on device).")
+flags.DEFINE_integer("lut_bits", None, "TFLite Micro LUT weight compression of a clustered model "
+                     "(at most 2**lut_bits values per kernel or output channel); needs --mode=int8 "
+                     "--batch_size=1. The file then runs in TFLite Micro only.", lower_bound=1,
+                     upper_bound=7)
 flags.DEFINE_string("report", None, "Also write a JSON report (size, ops, tensors, TFLM arena, latency).")
 flags.mark_flags_as_required(["model", "out"])
 flags.register_multi_flags_validator(
     ["mode", "dataset"], lambda f: f["mode"] not in ("int8", "binary") or f["dataset"] is not None,
     message="--mode=int8 and --mode=binary need --dataset for calibration")
+flags.register_multi_flags_validator(
+    ["lut_bits", "mode", "batch_size"],
+    lambda f: f["lut_bits"] is None or (f["mode"] == "int8" and f["batch_size"] == 1),
+    message="--lut_bits needs --mode=int8 and --batch_size=1 (a TFLite Micro model)")
 
 
 def run() -> int:
@@ -45,12 +58,26 @@ def run() -> int:
     if FLAGS.dataset is not None:
         calibration, _ = data.load_dataset(FLAGS.dataset, "train", data_dir=FLAGS.data_dir,
                                            limit=FLAGS.calibration_size)
-    model_bytes = tflite_tools.convert(model, FLAGS.mode, calibration, path=FLAGS.out,
+    model_bytes = tflite_tools.convert(model, FLAGS.mode, calibration,
+                                       path=FLAGS.out if FLAGS.lut_bits is None else None,
                                        allow_select_ops=FLAGS.allow_select_ops, batch_size=FLAGS.batch_size)
+    if FLAGS.lut_bits is not None:
+        plain = model_bytes
+        model_bytes = tflite_tools.compress_lut(plain, bits=FLAGS.lut_bits)
+        check = tflite_tools.lut_parity(plain, model_bytes, calibration[:20])
+        if not check["identical"]:
+            raise RuntimeError(f"TFLite Micro outputs changed after LUT compression (max difference "
+                               f"{check['max_abs_diff']:g} LSB); nothing written. "
+                               f"Received: --lut_bits={FLAGS.lut_bits}")
+        utils.atomic_write_bytes(FLAGS.out, model_bytes)
+        print(f"LUT ({FLAGS.lut_bits}-bit indices): weights {check['weight_bytes']:,} -> "
+              f"{check['compressed_weight_bytes']:,} bytes, file {len(plain):,} -> {len(model_bytes):,} "
+              f"bytes; TFLite Micro outputs identical on {check['examples']} images")
     print(f"wrote {FLAGS.out}: {len(model_bytes):,} bytes ({FLAGS.mode})")
     if FLAGS.report:
         report = tflite_tools.model_report(model_bytes, model=model)
         report["mode"] = FLAGS.mode
+        report["lut_bits"] = FLAGS.lut_bits
         utils.atomic_write_json(FLAGS.report, report)
         print(f"report: {FLAGS.report}")
     return 0

@@ -12,7 +12,7 @@ live at once (TFLite Micro's planner reuses the space between layers) and each i
 time decoding. The compressed model runs only in TFLite Micro (LiteRT has no ``TFLM_DECODE``).
 
 The encoder is the one the pinned ``tflite-micro`` ships (``tflite_micro.compression``); this
-module chooses the tensors, the granularity and the index width, and refuses what would not
+module chooses the tensors, the table layout and the index width, and refuses what would not
 compress.
 
 References:
@@ -32,7 +32,6 @@ from tfrobust.tflite_tools import _flatbuffer
 from tfrobust.tflite_tools._micro import _check_bytes, run_tflm
 from tfrobust.utils import atomic_write_bytes
 
-GRANULARITIES = ("auto", "tensor", "channel")
 _DCM_BYTES = 16
 
 
@@ -43,10 +42,9 @@ class _Plan:
     bits: int
 
 
-def _check_params(bits, granularity, min_saving):
+def _check_params(bits, min_saving):
     # bits: TFLite Micro's LUT index widths are 1-7; 2-4 have fast decoders.
     _validate.integer("bits", bits, minimum=1, maximum=7)
-    _validate.choice("granularity", granularity, GRANULARITIES)
     _validate.integer("min_saving", min_saving, minimum=0)
 
 
@@ -61,7 +59,7 @@ def _lut_bytes(values: np.ndarray, bits: int, tables: int, table_len: int) -> in
     return math.ceil(values.size * bits / 8) + _DCM_BYTES + tables * table_len * values.itemsize
 
 
-def _plan(model_bytes: bytes, bits: int, granularity: str, min_saving: int) -> list[_Plan]:
+def _plan(model_bytes: bytes, bits: int, min_saving: int) -> list[_Plan]:
     m = _flatbuffer.read_model(model_bytes)
     graph = m.subgraphs[0]
     plans = []
@@ -78,16 +76,18 @@ def _plan(model_bytes: bytes, bits: int, granularity: str, min_saving: int) -> l
         channel_axis = int(q.quantizedDimension) if q is not None else 0
         if channel_axis not in (0, len(k.shape) - 1):  # TFLM decodes tables along these only
             channel_axis = 0
-        per_tensor = _table_size(values, None)
-        if granularity == "tensor" or (granularity == "auto" and per_tensor <= 2 ** bits):
-            axis, size = None, per_tensor
-        else:
-            axis, size = channel_axis, _table_size(values, channel_axis)
+        if k.nbytes - _lut_bytes(values, 1, 1, 2) < max(min_saving, 1):
+            continue  # too small to save min_saving bytes under any setting
+        # The table layout follows the kernel's quantization: measured with the pinned tflite-micro,
+        # one table for a per-channel quantized kernel (or one per channel for a per-tensor one)
+        # decodes to different outputs (up to 202 LSB on a Fashion-MNIST CNN).
+        axis = channel_axis if q is not None and q.scale is not None and len(q.scale) > 1 else None
+        size = _table_size(values, axis)
         tables = 1 if axis is None else k.shape[axis]
         if size > 2 ** bits:
             if k.nbytes - _lut_bytes(values, bits, tables, 2 ** bits) < max(min_saving, 1):
                 continue  # too small to be worth compressing anyway
-            where = "the tensor" if axis is None else f"one output channel (axis {axis})"
+            where = "the kernel" if axis is None else f"one output channel (axis {axis})"
             raise ValueError(
                 f"kernel of layer {k.layer!r} has {size} distinct values in {where}, more than "
                 f"2**bits = {2 ** bits}. Cluster the model to <= {2 ** bits} values per kernel "
@@ -99,22 +99,22 @@ def _plan(model_bytes: bytes, bits: int, granularity: str, min_saving: int) -> l
     return plans
 
 
-def compress_lut(model_bytes, *, bits: int = 4, granularity: str = "auto", min_saving: int = 64,
-                 path=None) -> bytes:
+def compress_lut(model_bytes, *, bits: int = 4, min_saving: int = 64, path=None) -> bytes:
     """Store clustered kernels as ``bits``-bit indices + value tables (TFLite Micro LUT).
 
     Each convolution / fully connected kernel is compressed when it has at most ``2**bits``
-    distinct values (per tensor, or per output channel) and that saves at least ``min_saving``
-    bytes (a tiny first-layer kernel would grow by its 16-byte header and tables). Each kernel
-    uses the fewest index bits its table needs, at most ``bits``.
+    distinct values and that saves at least ``min_saving`` bytes (a tiny first-layer kernel would
+    grow by its 16-byte header and tables). Each kernel uses the fewest index bits its table
+    needs, at most ``bits``. The table layout follows the kernel's int8 quantization: one table
+    for a per-tensor quantized kernel (QAT's Dense kernels), one per output channel for a
+    per-channel quantized one (convolutions; Dense after post-training quantization), where one
+    shared float value becomes a different int8 value in each channel. The pinned TFLite Micro
+    decodes the other pairings wrongly, so they are not offered.
 
     Args:
       model_bytes: an int8 (or float) .tflite flatbuffer, bytes or path; its weights clustered
         (:func:`tfrobust.compression.cluster` then ``quantize(..., preserve="clusters")``).
       bits: widest index, 1-7 (16 values: 4 bits).
-      granularity: ``"tensor"`` (one table per kernel), ``"channel"`` (one per output channel:
-        per-channel int8 maps a shared float value to a different int8 value in each channel), or
-        ``"auto"`` (per tensor when the kernel fits, else per channel).
       min_saving: skip kernels that would save fewer bytes.
       path: if given, the compressed bytes are also written there atomically.
 
@@ -131,9 +131,9 @@ def compress_lut(model_bytes, *, bits: int = 4, granularity: str = "auto", min_s
       >>> lut_parity(plain, small, x_test[:50])["identical"]          # doctest: +SKIP
       True
     """
-    _check_params(bits, granularity, min_saving)
+    _check_params(bits, min_saving)
     model_bytes = _check_bytes(model_bytes)
-    plans = _plan(model_bytes, bits, granularity, min_saving)
+    plans = _plan(model_bytes, bits, min_saving)
     if not plans:
         raise ValueError(f"no kernel would save >= {min_saving} bytes with LUT compression (the model "
                          "has no convolution / fully connected kernels, or they are too small). "
