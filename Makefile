@@ -1,7 +1,7 @@
 # The two set-up commands of the README:
 #   make main   installs everything and runs the main job on Fashion-MNIST
 #   make test   installs everything (with the test extra) and runs lint + the test suite
-.PHONY: main test lint bench clean
+.PHONY: main test lint bench clean notebooks
 
 PY := .venv/bin/python
 MAIN_OUT ?= runs/main
@@ -14,6 +14,11 @@ test:
 	scripts/bootstrap.sh test
 	$(PY) -m ruff check tfrobust tests benchmarks
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist=loadfile $(PYTEST_ARGS)
+
+# Re-execute colab/*.ipynb at their CI size and save them with their outputs and figures.
+notebooks:
+	scripts/bootstrap.sh test
+	nice -n 10 $(PY) scripts/run_notebooks.py
 
 clean:
 	rm -rf .venv runs .pytest_cache
