@@ -8,6 +8,7 @@ warnings that name their fix. :func:`accuracy` and :func:`predict_logits` are th
 
 from tfrobust.evaluation._accuracy import accuracy, predict_labels, predict_logits
 from tfrobust.evaluation._checks import random_search
+from tfrobust.evaluation._deployed import robust_accuracy_deployed
 from tfrobust.evaluation._loading import load_model_fn
 from tfrobust.evaluation._robust import PRESETS, RobustnessReport, robust_accuracy
 
@@ -20,4 +21,5 @@ __all__ = [
     "predict_logits",
     "random_search",
     "robust_accuracy",
+    "robust_accuracy_deployed",
 ]
