@@ -127,6 +127,15 @@ def test_as_tf_dataset_batches_and_reshuffles_reproducibly():
     assert plain == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
 
 
+def test_as_tf_dataset_turns_off_the_autotune_thread_unless_asked():
+    # tf.data's autotune thread can miss the cancellation wake-up and make deleting an iterator
+    # block for up to its period (5.1 s, 10.2 s, ...): see as_tf_dataset's docstring.
+    x = np.zeros((8, 1), np.float32)
+    assert data.as_tf_dataset(x, batch_size=4).options().autotune.enabled is False
+    assert data.as_tf_dataset(x, batch_size=4, autotune=True).options().autotune.enabled is not False
+    assert len(list(data.as_tf_dataset(x, batch_size=4, shuffle=True, seed=0))) == 2
+
+
 def test_as_tf_dataset_rejects_bad_input():
     with pytest.raises(ValueError, match="batch_size"):
         data.as_tf_dataset(np.zeros((2, 1)), batch_size=0)

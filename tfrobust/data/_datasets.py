@@ -233,11 +233,18 @@ def load_dataset(name: str, split: str = "train", *, data_dir=None, download: bo
 
 
 def as_tf_dataset(x, y=None, *, batch_size: int = 128, shuffle: bool = False, seed: int | None = None,
-                  repeat: bool = False, drop_remainder: bool = False, prefetch: bool = True):
+                  repeat: bool = False, drop_remainder: bool = False, prefetch: bool = True,
+                  autotune: bool = False):
     """Wrap arrays in a batched ``tf.data.Dataset``.
 
-    Feeding ``tf.data`` rather than raw NumPy to ``fit``/``predict`` avoids the multi-second
-    stalls Keras shows at the end of NumPy-fed loops on this stack.
+    tf.data's autotuning is off by default (``autotune=False``): its optimizer thread can miss the
+    wake-up sent when an iterator is deleted (TF 2.21: ``Model::OptimizeLoop`` re-checks
+    ``IsCancelled()`` before the ``CancellationManager`` sets it, then sleeps out its period), and
+    deleting the iterator joins that thread, so the end of an epoch or of a ``for`` loop over the
+    dataset could block until the optimizer's next tick (its period doubles from 10 ms: 5.1 s,
+    10.2 s, 20.5 s, 41 s after the iterator was created). Keras' NumPy-fed ``fit``/``predict``
+    build such an autotuned pipeline internally and stall the same way; this one has no parallel
+    stage for the autotuner to size, so nothing is lost by turning it off.
 
     Args:
       x: images ``[N, ...]``.
@@ -248,6 +255,8 @@ def as_tf_dataset(x, y=None, *, batch_size: int = 128, shuffle: bool = False, se
       repeat: repeat forever.
       drop_remainder: drop the last partial batch.
       prefetch: prefetch with ``AUTOTUNE``.
+      autotune: keep tf.data's autotuning (``tf.data.Options().autotune.enabled``) on, e.g. for a
+        heavy ``map(num_parallel_calls=AUTOTUNE)`` added downstream (options propagate to it).
     """
     import tensorflow as tf
 
@@ -262,4 +271,8 @@ def as_tf_dataset(x, y=None, *, batch_size: int = 128, shuffle: bool = False, se
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if prefetch:
         ds = ds.prefetch(tf.data.AUTOTUNE)
+    if not autotune:
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        ds = ds.with_options(options)
     return ds
