@@ -29,6 +29,9 @@ flags.DEFINE_integer("lut_bits", None, "TFLite Micro LUT weight compression of a
                      "--batch_size=1. The file then runs in TFLite Micro only.", lower_bound=1,
                      upper_bound=7)
 flags.DEFINE_string("report", None, "Also write a JSON report (size, ops, tensors, TFLM arena, latency).")
+flags.DEFINE_float("agreement_threshold", 0.98, "After an int8/binary conversion, warn (and diagnose the "
+                   "layers int8 hurts) when the file agrees with the Keras model on fewer test images.",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.mark_flags_as_required(["model", "out"])
 flags.register_multi_flags_validator(
     ["mode", "dataset"], lambda f: f["mode"] not in ("int8", "binary") or f["dataset"] is not None,
@@ -74,6 +77,8 @@ def run() -> int:
               f"{check['compressed_weight_bytes']:,} bytes, file {len(plain):,} -> {len(model_bytes):,} "
               f"bytes; TFLite Micro outputs identical on {check['examples']} images")
     print(f"wrote {FLAGS.out}: {len(model_bytes):,} bytes ({FLAGS.mode})")
+    if FLAGS.mode in ("int8", "binary"):
+        _check_agreement(model, model_bytes, calibration)
     if FLAGS.report:
         report = tflite_tools.model_report(model_bytes, model=model)
         report["mode"] = FLAGS.mode
@@ -81,3 +86,22 @@ def run() -> int:
         utils.atomic_write_json(FLAGS.report, report)
         print(f"report: {FLAGS.report}")
     return 0
+
+
+def _check_agreement(model, model_bytes, calibration, examples: int = 500) -> None:
+    """Print the int8 file's agreement with the Keras model; below the threshold, say which layers
+    lose most and what each remedy would give (:func:`tfrobust.tflite_tools.diagnose_quantization`)."""
+    from tfrobust import data, tflite_tools
+
+    x, _ = data.load_dataset(FLAGS.dataset, "test", data_dir=FLAGS.data_dir, limit=examples)
+    agreement = tflite_tools.int8_agreement(model, model_bytes, x)
+    print(f"int8 agreement with the Keras model: {agreement:.4f} on {len(x)} test images")
+    if agreement >= FLAGS.agreement_threshold:
+        return
+    print(f"warning: int8 changed {100 * (1 - agreement):.1f}% of the predictions (below "
+          f"--agreement_threshold={FLAGS.agreement_threshold}); diagnosing the layers and remedies:")
+    pool, _ = data.load_dataset(FLAGS.dataset, "train", data_dir=FLAGS.data_dir,
+                                limit=4 * FLAGS.calibration_size)
+    diagnosis = tflite_tools.diagnose_quantization(model, calibration, x, model_bytes=model_bytes,
+                                                   calibration_pool=pool)
+    print(diagnosis.to_markdown())

@@ -2,6 +2,7 @@
 runs, C-array export and deployment reports.
 
 * :func:`convert` - float / float16 / dynamic / int8 / binary .tflite, builtin ops only by default;
+* :func:`diagnose_quantization`, :func:`int8_agreement` - which layers int8 hurts, measured remedies;
 * :class:`TFLiteModel` - a .tflite as a float-in, logits-out ``model_fn`` (LiteRT);
 * :func:`evaluate_deployed` - clean accuracy and transferred-attack accuracy on the .tflite;
 * :func:`tflm_check`, :func:`find_arena_size`, :func:`tflm_parity`, :func:`tflm_missing_ops` -
@@ -30,6 +31,7 @@ from tfrobust.tflite_tools._bitpack import (
     unpack_bits,
 )
 from tfrobust.tflite_tools._convert import MODES, UnsupportedOp, UnsupportedOpsError, convert
+from tfrobust.tflite_tools._diagnostics import QuantizationDiagnosis, diagnose_quantization, int8_agreement
 from tfrobust.tflite_tools._evaluate import DeployedEvaluation, evaluate_deployed
 from tfrobust.tflite_tools._export import export_c
 from tfrobust.tflite_tools._flatbuffer import KernelInfo, kernel_stats
@@ -63,14 +65,17 @@ __all__ = [
     "DeployedEvaluation",
     "KernelInfo",
     "MissingOp",
+    "QuantizationDiagnosis",
     "TFLMCheck",
     "TFLiteModel",
     "UnsupportedOp",
     "UnsupportedOpsError",
     "compress_lut",
     "convert",
+    "diagnose_quantization",
     "evaluate_deployed",
     "export_c",
+    "int8_agreement",
     "find_arena_size",
     "kernel_stats",
     "lut_parity",
