@@ -134,6 +134,18 @@ def stage_report(ctx) -> dict:
         lines.append(f"| deploy | int8 accuracy under a {op['pixels']}-pixel attack run on the interpreter "
                      f"({op['examples']} images) | {_pct(op['accuracy'])} "
                      f"(clean {_pct(op['clean_accuracy_same_examples'])}) |")
+    deployed = dep.get("deployed_robustness") or {}
+    if deployed:
+        lines.append(f"| deploy | compressed Keras model, `standard` preset, eps {s.eps} | "
+                     f"{_pct(deployed['compressed_standard']['robust_accuracy'])} |")
+    for name in ("int8", "binary"):
+        if name in deployed:
+            d = deployed[name]
+            parts = ", ".join(f"{k} {_pct(v['robust_accuracy'])}" for k, v in d["per_attack"].items())
+            lines.append(f"| deploy | {name} .tflite robust accuracy attacked as deployed (worst case), "
+                         f"eps {s.eps} | **{_pct(d['robust_accuracy'])}**; transfer alone "
+                         f"{_pct(d['config']['transfer_only_robust_accuracy'])}; after each component: "
+                         f"{parts} |")
     tflm = res["tflite_report"].get("tflm") or {}
     if tflm.get("supported"):
         tflm_text = f"runs, arena {tflm.get('arena_size')} bytes"

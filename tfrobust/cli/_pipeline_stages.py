@@ -270,7 +270,29 @@ def stage_deploy_eval(ctx: Context) -> dict:
         result["int8_one_pixel"] = {"examples": n, "pixels": 3, "population": 100, "iterations": 20,
                                     "accuracy": _accuracy(tfl, np.asarray(x_gf), y[:n]),
                                     "clean_accuracy_same_examples": _accuracy(tfl, x[:n], y[:n])}
+    result["deployed_robustness"] = _deployed_robustness(ctx, x, y)
     return result
+
+
+def _deployed_robustness(ctx: Context, x, y) -> dict:
+    """The deployed files attacked as deployed (worst case of transfer, APGD through the interpreter
+    and Square on it): the int8 file with the compressed model as source, the binary file (when
+    built) with its own source; plus the ``standard`` figure of the compressed Keras model."""
+    from tfrobust import tflite_tools
+    from tfrobust.evaluation import robust_accuracy, robust_accuracy_deployed
+
+    s = ctx.s
+    compressed = load_model(ctx.path("compressed.h5"))
+    standard = robust_accuracy(compressed, x, y, eps=s.eps, preset="standard", model=compressed, seed=s.seed)
+    out = {"compressed_standard": standard.to_dict()}
+    files = [("int8", compressed, standard)]
+    if s.binary:
+        files.append(("binary", load_model(ctx.path(ctx.stage_result("convert")["binary"]["source"])), None))
+    for name, source, report in files:
+        deployed = tflite_tools.TFLiteModel(ctx.path(f"model_{name}.tflite"))
+        out[name] = robust_accuracy_deployed(deployed, source, x, y, eps=s.eps, source_report=report,
+                                             seed=s.seed, verbose=True).to_dict()
+    return out
 
 
 def stage_export_c(ctx: Context) -> dict:
