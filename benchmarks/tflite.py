@@ -7,9 +7,15 @@ gradient-free attack (one-pixel differential evolution) run on the int8 interpre
 TFLite Micro arena and LiteRT/TFLM parity of the batch-1 int8 export, and batch-1 latency of
 LiteRT against Keras ``predict`` on one example (``benchmarks/_harness.py``: alternating rounds).
 
+Part ``lut``: TFLite Micro look-up-table weight compression of a clustered small CNN (cluster to
+k values, cluster-preserving QAT, int8, ``tflite_tools.compress_lut``): weight bytes read from the
+files against the plain int8 model, TFLM outputs against the same clustered model uncompressed,
+accuracy and TFLM arena of each file.
+
 Usage:
     .venv/bin/python -m benchmarks.tflite            # full run (~15-25 min on 2 busy cores)
     .venv/bin/python -m benchmarks.tflite --quick    # smoke run, a couple of minutes
+    .venv/bin/python -m benchmarks.tflite --part=lut # only the LUT part, merged into the saved JSON
 
 Trained models and finished per-model results are cached in ``runs/bench_tflite/`` so a re-run
 resumes; the Markdown and JSON are written atomically at the end.
@@ -174,6 +180,108 @@ def run_binary(name, splits, args, cache, float_row):
     return out
 
 
+#: LUT part: clusters per kernel -> index bits; fine-tuning budget of each clustering step.
+LUT_CLUSTERS = (16, 8, 4)
+LUT_BUDGET = {"base_epochs": 2, "finetune_epochs": 1, "finetune_images": 20000}
+
+
+def _fit(model, x, y, epochs, lr):
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data.as_tf_dataset(x, y, batch_size=128, shuffle=True, seed=0), epochs=epochs, verbose=2)
+    return model
+
+
+def run_lut(splits, args, cache):
+    """small_cnn -> cluster(k) -> CQAT -> int8 (batch 1) -> compress_lut, for each k."""
+    from tfrobust import compression
+
+    (x_train, y_train), (x_test, y_test) = splits
+    b = dict(LUT_BUDGET, base_epochs=1, finetune_images=2000) if args.quick else LUT_BUDGET
+    model, _ = _train("small_cnn", x_train, y_train, epochs=b["base_epochs"], cache=cache)
+    cal = x_train[-300:]
+    xf, yf = x_train[: b["finetune_images"]], y_train[: b["finetune_images"]]
+    n_tflm = args.parity_images
+    plain = tflite_tools.convert(model, "int8", cal, batch_size=1)
+    plain_stats = {"bytes": len(plain), "weight_bytes": tflite_tools.model_report(
+        plain, latency=False, tflm=False)["weight_bytes"],
+        "accuracy": _accuracy(tflite_tools.TFLiteModel(plain).predict, x_test, y_test),
+        "arena_bytes": tflite_tools.find_arena_size(plain).arena_size}
+    out = {"model": "small_cnn", "params": int(model.count_params()), "budget": b,
+           "test_images": int(len(x_test)), "tflm_images": n_tflm,
+           "keras_accuracy": _accuracy(lambda v: model(v, training=False), x_test, y_test),
+           "plain_int8": plain_stats, "rows": []}
+    for k in LUT_CLUSTERS:
+        print(f"== LUT: {k} clusters", flush=True)
+        utils.set_seed(0)
+        start = time.perf_counter()
+        clustered = _fit(compression.cluster(model, k), xf, yf, b["finetune_epochs"], 2e-4)
+        qat = _fit(compression.quantize(compression.strip(clustered), preserve="clusters"), xf, yf,
+                   b["finetune_epochs"], 1e-4)
+        seconds = time.perf_counter() - start
+        cqat = tflite_tools.convert(qat, "int8", cal, batch_size=1)
+        small = tflite_tools.compress_lut(cqat, bits=max(1, (k - 1).bit_length()))
+        parity = tflite_tools.lut_parity(cqat, small, x_test[:n_tflm])
+        lite = tflite_tools.TFLiteModel(cqat)
+        q = lite.quantize_input(x_test[:n_tflm])
+        tflm_pred = tflite_tools.run_tflm(small, q).reshape(n_tflm, -1).argmax(-1)
+        out["rows"].append({
+            "clusters": k, "finetune_seconds": seconds, **parity,
+            "cqat_int8_accuracy": _accuracy(lite.predict, x_test, y_test),
+            "lut_tflm_accuracy": float(np.mean(tflm_pred == y_test[:n_tflm])),
+            "weight_ratio_vs_plain_int8": parity["compressed_weight_bytes"] / plain_stats["weight_bytes"],
+            "cqat_arena_bytes": tflite_tools.find_arena_size(cqat).arena_size,
+            "lut_arena_bytes": tflite_tools.find_arena_size(small).arena_size,
+            "kernels": [kk.to_dict() for kk in tflite_tools.kernel_stats(small)]})
+    return out
+
+
+def _lut_markdown(lut):
+    p = lut["plain_int8"]
+    b = lut["budget"]
+    lines = [
+        "### TFLite Micro LUT weight compression (clustered small CNN)",
+        "",
+        "`tflite_tools.compress_lut` stores each clustered kernel as `b`-bit indices plus a value "
+        "table (per tensor for QAT's per-tensor Dense kernels, per output channel for per-channel "
+        "convolutions); TFLite Micro's `TFLM_DECODE` op expands it into the arena before the layer "
+        "runs. Recipe per row: the trained small CNN -> `compression.cluster(model, k)` fine-tuned "
+        f"{b['finetune_epochs']} epoch on {b['finetune_images']:,} images -> `strip` -> "
+        "`compression.quantize(..., preserve=\"clusters\")` (CQAT) fine-tuned the same -> int8 batch 1 "
+        "-> `compress_lut(bits=ceil(log2 k))`. Bytes are read from the files (constant buffers: "
+        "kernels or indices + tables, biases); the plain int8 file is the unclustered model "
+        f"({p['weight_bytes']:,} weight bytes, {p['bytes']:,} bytes, {_pct(p['accuracy'])} on "
+        f"{lut['test_images']:,} test images, TFLM arena {p['arena_bytes']:,} B; Keras "
+        f"{_pct(lut['keras_accuracy'])}).",
+        "",
+        "| clusters (index bits) | weight bytes: CQAT int8 -> LUT | x plain int8 | file bytes | "
+        "CQAT int8 accuracy (LiteRT, all test images) | LUT accuracy (TFLM) | TFLM outputs vs "
+        "uncompressed | TFLM arena: uncompressed -> LUT |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in lut["rows"]:
+        same = "identical" if r["identical"] else f"differ (max {r['max_abs_diff']:.0f} LSB)"
+        lines.append(
+            f"| {r['clusters']} ({max(1, (r['clusters'] - 1).bit_length())}) | {r['weight_bytes']:,} -> "
+            f"{r['compressed_weight_bytes']:,} | {r['weight_ratio_vs_plain_int8']:.3f} | "
+            f"{r['file_bytes']:,} -> {r['compressed_file_bytes']:,} | {_pct(r['cqat_int8_accuracy'])} | "
+            f"{_pct(r['lut_tflm_accuracy'])} ({r['examples']:,} images) | {same} ({r['examples']:,} "
+            f"images) | {r['cqat_arena_bytes']:,} -> {r['lut_arena_bytes']:,} B |")
+    r16 = next((r for r in lut["rows"] if r["clusters"] == 16), None)
+    if r16 is not None:
+        met = r16["weight_ratio_vs_plain_int8"] <= 0.55 and r16["identical"]
+        lines += ["", f"Target: 16 values per kernel at most 0.55x the plain int8 weight bytes with TFLM "
+                  f"outputs identical to the uncompressed clustered model: "
+                  f"{r16['weight_ratio_vs_plain_int8']:.3f}x, "
+                  f"{'identical' if r16['identical'] else 'NOT identical'} ({'met' if met else 'MISSED'})."]
+    lines += ["", "The cost is RAM: the decoded kernel lives in the arena while its layer runs "
+              "(TFLite Micro's planner reuses the space between layers), so the arena grows by about "
+              "the largest decoded kernel -- here the 3136x128 `fc1` -- and flash shrinks by the same "
+              "kernels' `1 - b/8`. It pays where flash, not RAM, is the limit, or on models whose "
+              "largest kernel is small next to the activations.", ""]
+    return lines
+
+
 def _binary_verdict(r):
     b = r["binary"]["bitpacked"]
     met = "met" if b["weight_ratio"] <= 1 / 25 else "MISSED"
@@ -196,7 +304,7 @@ def _pct(v):
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def _markdown(rows, quick, env, measured_at):
+def _markdown(rows, quick, env, measured_at, lut=None):
     lines = [
         "# Deployment: TFLite, TFLite Micro and robustness on the deployed model",
         "",
@@ -361,6 +469,8 @@ def _markdown(rows, quick, env, measured_at):
         lines.append(f"| {r['model']} | {rep['size_bytes']:,} | {rep['gzip_bytes']:,} | {ops} | "
                      f"{t['arena_size']:,} B | {t['recorded_arena']:,} B | "
                      f"{par.get('max_abs_diff', float('nan')):.0f} ({par.get('examples', 0)}) |")
+    if lut:
+        lines += [""] + _lut_markdown(lut)
     lines += [
         "",
         "### Batch-1 latency",
@@ -403,11 +513,13 @@ def main():
     parser.add_argument("--cache", default="runs/bench_tflite")
     parser.add_argument("--render", action="store_true",
                         help="only re-render the Markdown from the JSON beside --out (no measuring)")
+    parser.add_argument("--part", choices=["all", "lut"], default="all",
+                        help="lut: measure only the LUT part and merge it into the saved JSON")
     args = parser.parse_args()
     if args.render:
         saved = json.loads(Path(args.out).with_suffix(".json").read_text())
         utils.atomic_write_text(args.out, _markdown(saved["rows"], saved["quick"], saved["environment"],
-                                                    saved["measured_at"]))
+                                                    saved["measured_at"], saved.get("lut")))
         print(f"wrote {args.out}")
         return
     args.rounds = 5 if args.quick else 30
@@ -420,11 +532,23 @@ def main():
     cache.mkdir(parents=True, exist_ok=True)
     x_train, y_train = data.load_dataset("fashion_mnist", "train", limit=5000 if args.quick else None)
     x_test, y_test = data.load_dataset("fashion_mnist", "test")
+    splits = ((x_train, y_train), (x_test, y_test))
+    lut_path = cache / "lut_row.json"
+    if args.part == "lut":
+        saved = json.loads(Path(args.out).with_suffix(".json").read_text())
+        saved["lut"] = run_lut(splits, args, cache)
+        saved["lut"]["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        saved["lut"]["environment"] = utils.environment()
+        utils.atomic_write_json(lut_path, saved["lut"])
+        utils.atomic_write_json(Path(args.out).with_suffix(".json"), saved)
+        utils.atomic_write_text(args.out, _markdown(saved["rows"], saved["quick"], saved["environment"],
+                                                    saved["measured_at"], saved["lut"]))
+        print(f"wrote {args.out}")
+        return
     rows = []
     for name in BUDGET:
         print(f"== {name}", flush=True)
         row_path = cache / f"{name}_row.json"  # a finished architecture is not measured again
-        splits = ((x_train, y_train), (x_test, y_test))
         if row_path.exists():
             rows.append(json.loads(row_path.read_text()))
         else:
@@ -433,12 +557,14 @@ def main():
         if "binary" not in rows[-1]:
             rows[-1]["binary"] = run_binary(name, splits, args, cache, rows[-1])
             utils.atomic_write_json(row_path, rows[-1])
+    lut = json.loads(lut_path.read_text()) if lut_path.exists() else run_lut(splits, args, cache)
+    utils.atomic_write_json(lut_path, lut)
     env = utils.environment()
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     utils.atomic_write_json(Path(args.out).with_suffix(".json"),
                             {"rows": rows, "environment": env, "measured_at": measured_at,
-                             "quick": args.quick})
-    utils.atomic_write_text(args.out, _markdown(rows, args.quick, env, measured_at))
+                             "quick": args.quick, "lut": lut})
+    utils.atomic_write_text(args.out, _markdown(rows, args.quick, env, measured_at, lut))
     print(f"wrote {args.out}")
 
 
