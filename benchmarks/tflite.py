@@ -325,11 +325,17 @@ def _markdown(rows, quick, env, measured_at, lut=None):
         "check = tflite_tools.tflm_check(mcu, model=model, x=x_test[:200])  # missing ops, arena, parity",
         "tflite_tools.export_c(mcu, \"firmware/model\")      # model.h / model.cc, arena size included",
         "report = tflite_tools.model_report(mcu)            # size, gzip, tensors, ops, arena, latency",
+        "tflite_tools.kernel_stats(mcu)                     # per layer: bytes, sparsity, distinct values",
+        "# clustered + compression.quantize(..., preserve=\"clusters\") model: 4-bit indices + tables",
+        "lut = tflite_tools.compress_lut(mcu, bits=4, path=\"m_lut.tflite\")  # runs in TFLM only",
+        "tflite_tools.lut_parity(mcu, lut, x_test[:200])    # identical TFLM outputs? bytes before/after",
         "```",
         "",
         "From the shell: `tfrobust convert --model=run/model.keras --mode=int8 --dataset=fashion_mnist "
         "--batch_size=1 --out=model.tflite [--report=report.json]` and "
-        "`tfrobust export-c --tflite=model.tflite --out=firmware/model`.",
+        "`tfrobust export-c --tflite=model.tflite --out=firmware/model`; add `--lut_bits=4` to "
+        "`convert` for a clustered model (`tfrobust compress --method=cluster --cluster_bits=4`): the "
+        "kernels are LUT-compressed and TFLM's outputs checked identical on 20 calibration images.",
         "",
         "## What each piece does",
         "",
