@@ -1,4 +1,4 @@
-"""Small shared utilities: atomic file writes, seeding."""
+"""Small shared utilities: atomic file writes, seeding, the environment record, Markdown tables."""
 
 from tfrobust.utils._env import environment
 from tfrobust.utils._io import (
@@ -7,6 +7,7 @@ from tfrobust.utils._io import (
     atomic_write_json,
     atomic_write_text,
 )
+from tfrobust.utils._markdown import markdown_table
 from tfrobust.utils._seed import set_seed
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "environment",
+    "markdown_table",
     "set_seed",
 ]
