@@ -109,6 +109,9 @@ model = keras.Sequential([keras.layers.Flatten(input_shape=(4, 4, 1)), keras.lay
 x = np.random.default_rng(0).uniform(size=(8, 4, 4, 1)).astype("float32")
 x_adv = np.asarray(attacks.fgsm(model, x, eps=0.1))
 assert x_adv.shape == x.shape and np.abs(x_adv - x).max() <= 0.1 + 1e-6, np.abs(x_adv - x).max()
+from importlib.metadata import distribution
+(script,) = [e for e in distribution("tfrobust").entry_points if e.group == "console_scripts"]
+assert script.name == "tfrobust" and callable(script.load()), script  # the wheel holds its target
 print(tfrobust.__file__)
 print(tfrobust.__version__)
 """
@@ -126,7 +129,7 @@ def test_wheel_installs_into_a_clean_venv_and_runs_fgsm(wheel, tmp_path):
     (site / "_tfrobust_test_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
     _run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index",
          "--ignore-installed", wheel)
-    assert (env_dir / "bin" / "tfrobust").exists()  # the console script
+    assert (env_dir / "bin" / "tfrobust").exists()  # the console script; its target is loaded below
 
     run_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     run_env["TF_CPP_MIN_LOG_LEVEL"] = "2"
