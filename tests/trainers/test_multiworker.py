@@ -38,7 +38,7 @@ WORKER = Path(__file__).with_name("_mw_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 ATOL = 2e-5
 STOP_AT_STEP = 5  # steps 1-4 are epochs 0-1 (backed up); step 5 is the first of epoch 2
-PHASE_TIMEOUT_S = 150  # no phase may hang the suite
+PHASE_TIMEOUT_S = 240  # no phase may hang the suite (the module measured ~48 CPU-seconds in all)
 
 
 def _free_ports(n):

@@ -3,6 +3,11 @@
 Each command lives in its own module, which defines its absl flags at import and a
 ``run(argv) -> int`` function. Only the chosen command's module is imported, so each command sees
 exactly its own flags; a bad flag ends the program with one line on stderr and exit code 2.
+
+The console script enters through :mod:`tfrobust_launch`, which hides TensorFlow's start-up noise
+(it must act before TensorFlow is imported, which importing this module already does). Here,
+after parsing, TensorFlow's Python logger is set to print each warning once and to skip INFO
+lines; ``--verbose_tf`` (any command) or ``TFROBUST_TF_LOGS=1`` keeps every TensorFlow log.
 """
 
 from __future__ import annotations
@@ -14,9 +19,16 @@ import sys
 # TF-MOT needs the legacy-Keras switch before TensorFlow is first imported; this is the
 # process entry point, so setting it here mutates nothing a library user owns.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import logging  # noqa: E402
 
 from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
+
+from tfrobust_launch import tf_logs_requested  # noqa: E402
+
+flags.DEFINE_bool("verbose_tf", False, "Keep all of TensorFlow's start-up and INFO logs (also: "
+                  "TFROBUST_TF_LOGS=1).")
 
 COMMANDS = {
     "train": ("tfrobust.cli.train", "train a model on a dataset and write it with metrics.json"),
@@ -29,12 +41,29 @@ COMMANDS = {
 }
 
 USAGE = "usage: tfrobust <command> [--flag=value ...]   (tfrobust <command> --help for its flags)"
+VERBOSE = ("TensorFlow's start-up and INFO logs are hidden; add --verbose_tf after the command "
+           "(or set TFROBUST_TF_LOGS=1) to see them.")
 
 
 def _usage() -> str:
     lines = [USAGE, "", "commands:"]
     lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", VERBOSE])
+
+
+def _tensorflow_logging(verbose: bool) -> None:
+    """Print each TensorFlow warning once; without ``verbose`` skip TensorFlow's INFO lines."""
+    logger = logging.getLogger("tensorflow")
+    if logger.handlers:
+        # TensorFlow gave its logger a handler at import and absl.app adds one to the root logger:
+        # without this every TensorFlow warning is printed twice.
+        logger.propagate = False
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+        # absl.app runs at INFO, so TensorFlow's absl INFO lines (checkpoint sharding timings on
+        # every save) would print; an explicit --verbosity wins.
+        if not flags.FLAGS["verbosity"].present:
+            absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def _fail(message: str, code: int = 2):
@@ -67,6 +96,7 @@ def _parse(argv):
 
 def _dispatch(parsed):
     command, module = parsed
+    _tensorflow_logging(flags.FLAGS.verbose_tf or tf_logs_requested())
     try:
         code = module.run()
     except (ValueError, TypeError, FileNotFoundError) as e:

@@ -90,6 +90,17 @@ class Trainer(keras.Model):
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
+    @property
+    def trainable_weights(self):
+        """The wrapped model's trainable weights: exactly what ``train_step`` updates.
+
+        Keras would also list those of every other model the trainer holds (a Distiller's
+        teachers, which are never updated). BackupAndRestore builds the optimizer on this list;
+        slots for a teacher would waste memory and, for a teacher built outside a
+        ``tf.distribute`` scope, fail (a slot cannot be colocated with a non-distributed variable).
+        """
+        return self.model.trainable_weights
+
     def extra_metrics(self) -> list:
         """Metrics a subclass reports besides the loss and the compiled metrics."""
         return []
