@@ -16,9 +16,9 @@ def run_cli(*args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, fashion_train):
+def saved_model(tmp_path_factory, fashion_train, base_seed):
     x, y = fashion_train[0][:2000], fashion_train[1][:2000]
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(base_seed)
     model = models.lenet_300_100()
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=1, batch_size=128, verbose=0)

@@ -17,8 +17,9 @@ def run_cli(*args, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def trained_lenet(tmp_path_factory, fashion_train):
+def trained_lenet(tmp_path_factory, fashion_train, base_seed):
     x, y = fashion_train[0][:1024], fashion_train[1][:1024]
+    keras.utils.set_random_seed(base_seed)  # module fixture: runs before the per-test seed
     model = models.lenet_300_100()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=128, epochs=1, verbose=0)

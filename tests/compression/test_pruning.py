@@ -32,7 +32,8 @@ def _fit_pruned(model, data, steps=1):
 
 
 @pytest.fixture(scope="module")
-def pruned_90(small_data):
+def pruned_90(small_data, base_seed):
+    keras.utils.set_random_seed(base_seed)  # module fixture: runs before the per-test seed
     dense = tiny_cnn()
     return dense, _fit_pruned(prune(dense, 0.9, frequency=1), small_data)
 

@@ -9,11 +9,11 @@ from tfrobust._keras import keras
 
 
 @pytest.fixture(scope="module")
-def mlp_problem():
+def mlp_problem(base_seed):
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 1, size=(160, 8, 8, 1)).astype(np.float32)
     y = np.argmax(x.reshape(160, 4, 16).mean(2), 1)
-    tf.random.set_seed(0)
+    keras.utils.set_random_seed(base_seed)  # module fixture: runs before the per-test seed
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(32, activation="relu"), keras.layers.Dense(4)])
     model.compile(optimizer=keras.optimizers.Adam(0.01),
@@ -54,14 +54,18 @@ def test_fast_preset_report_is_consistent_and_serializable(mlp_problem):
 
 def test_standard_cascade_attacks_only_surviving_points(mlp_problem):
     model, x, y = mlp_problem
-    rep = evaluation.robust_accuracy(model, x, y, eps=0.02, preset="standard", steps=10, batch_size=64)
-    ce, dlr = rep.per_attack["apgd-ce"], rep.per_attack["apgd-dlr"]
+    rep = evaluation.robust_accuracy(model, x, y, eps=0.02, preset="standard", steps=10, queries=100,
+                                     batch_size=64)
+    assert list(rep.per_attack) == ["apgd-ce", "apgd-t", "square"]
+    assert rep.per_attack["apgd-t"]["config"]["targets"] == 3  # 4 classes: at most K - 1 targets
+    ce, dlr = rep.per_attack["apgd-ce"], rep.per_attack["apgd-t"]
     assert ce["attacked"] == round(rep.clean_accuracy * len(x))
     assert dlr["attacked"] == ce["attacked"] - ce["broken"]
     assert rep.robust_accuracy <= ce["robust_accuracy"] <= rep.clean_accuracy
-    full = evaluation.robust_accuracy(model, x, y, eps=0.02, preset="standard", steps=10, cascade=False,
-                                      batch_size=64)
-    assert full.per_attack["apgd-dlr"]["attacked"] == len(x) > dlr["attacked"]
+    full = evaluation.robust_accuracy(model, x, y, eps=0.02, preset="standard", steps=10, queries=100,
+                                      cascade=False, batch_size=64)
+    assert full.per_attack["apgd-t"]["attacked"] == len(x) > dlr["attacked"]
+    assert full.robust_accuracy == rep.robust_accuracy
 
 
 def test_eps_zero_gives_clean_accuracy(mlp_problem):
@@ -70,11 +74,20 @@ def test_eps_zero_gives_clean_accuracy(mlp_problem):
     assert rep.robust_accuracy == rep.clean_accuracy
 
 
-def test_probability_outputs_are_flagged(mlp_problem):
+def test_probability_outputs_are_refused_or_converted(mlp_problem):
     model, x, y = mlp_problem
-    rep = evaluation.robust_accuracy(lambda t: tf.nn.softmax(model(t)), x[:64], y[:64], eps=0.02,
-                                     random_samples=0)
-    assert any("probabilities" in w and "logits" in w for w in rep.warnings)
+
+    def softmax(t):
+        return tf.nn.softmax(model(t))
+
+    with pytest.raises(ValueError, match="probabilities"):
+        evaluation.robust_accuracy(softmax, x[:64], y[:64], eps=0.02)
+    rep = evaluation.robust_accuracy(softmax, x[:64], y[:64], eps=0.02, random_samples=0,
+                                     probabilities="convert")
+    assert any("probabilities" in w and "log" in w for w in rep.warnings)
+    # log(softmax(z)) = z - logsumexp(z): the same decisions and losses as the logits themselves
+    same = evaluation.robust_accuracy(model, x[:64], y[:64], eps=0.02, random_samples=0)
+    assert rep.robust_accuracy == pytest.approx(same.robust_accuracy, abs=2 / 64)
 
 
 def test_randomness_is_flagged_and_adaptive_uses_eot(mlp_problem):
@@ -125,14 +138,14 @@ def test_masked_gradients_are_flagged_and_random_search_beats_pgd():
 
 def test_adaptive_preset_uses_bpda_for_declared_layers():
     model, x, y = _threshold_model(Step())
-    kw = dict(eps=0.25, steps=10, random_samples=0)
+    kw = dict(eps=0.25, steps=10, queries=0)  # no Square: compare the gradient attacks alone
     standard = evaluation.robust_accuracy(model, x, y, preset="standard", **kw)
     adaptive = evaluation.robust_accuracy(model, x, y, preset="adaptive", **kw)
     assert adaptive.config["bpda"] is True and standard.config["bpda"] is False
     assert any("preset='adaptive'" in w for w in standard.warnings)
     assert adaptive.robust_accuracy < standard.robust_accuracy - 0.3
     # the raw-gradient attacks run first, then the BPDA ones on the points they left robust
-    assert adaptive.config["attacks"] == ["apgd-ce", "apgd-ce-bpda", "random-search"]
+    assert adaptive.config["attacks"] == ["apgd-ce", "apgd-ce-bpda"]  # 2 classes: no APGD-T
     assert adaptive.per_attack["apgd-ce-bpda"]["attacked"] == round(
         adaptive.per_attack["apgd-ce"]["robust_accuracy"] * len(x))
 
@@ -150,7 +163,7 @@ class MisleadingSurrogate(keras.layers.Layer):
 def test_adaptive_preset_keeps_the_raw_gradient_attack_when_bpda_is_weaker(mlp_problem):
     model, x, y = mlp_problem
     masked = keras.Sequential([keras.Input(x.shape[1:]), MisleadingSurrogate(), model])
-    kw = dict(eps=0.1, steps=10, random_samples=0)
+    kw = dict(eps=0.1, steps=10, queries=0)
     standard = evaluation.robust_accuracy(masked, x[:128], y[:128], preset="standard", **kw)
     adaptive = evaluation.robust_accuracy(masked, x[:128], y[:128], preset="adaptive", **kw)
     assert adaptive.config["bpda"] is True

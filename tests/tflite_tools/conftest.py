@@ -5,11 +5,11 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def trained_cnn(fashion_train):
+def trained_cnn(fashion_train, base_seed):
     from tfrobust import data, models, utils
     from tfrobust._keras import keras
 
-    utils.set_seed(0)
+    utils.set_seed(base_seed)  # session fixture: runs before the per-test seed
     x, y = fashion_train[0][:10000], fashion_train[1][:10000]
     model = models.small_cnn(width=16, dense_units=64)
     model.compile(optimizer=keras.optimizers.Adam(2e-3),
