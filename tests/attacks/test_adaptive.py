@@ -77,11 +77,11 @@ class HardThreshold(keras.layers.Layer):
 
 
 @pytest.fixture(scope="module")
-def thresholded_model():
+def thresholded_model(base_seed):
     rng = np.random.default_rng(3)
     x = rng.uniform(0.3, 0.7, size=(128, 4, 4, 1)).astype(np.float32)
     y = (np.round(x).reshape(128, -1)[:, :8].sum(1) > 4).astype(np.int64)
-    tf.random.set_seed(0)
+    keras.utils.set_random_seed(base_seed)  # module fixture: runs before the per-test seed
     model = keras.Sequential([keras.Input((4, 4, 1)), HardThreshold(), keras.layers.Flatten(),
                               keras.layers.Dense(2)])
     model.compile(optimizer=keras.optimizers.Adam(0.05),
@@ -121,7 +121,7 @@ def test_pgd_needs_bpda_to_break_the_threshold_model(thresholded_model):
         x_bpda = attacks.pgd(model, xs, ys, **kw)
     acc_bpda = np.mean(np.argmax(model(x_bpda).numpy(), 1) == ys)
     assert acc_plain == 1.0  # zero gradients: PGD without BPDA does not move
-    assert acc_bpda < 0.5
+    assert acc_bpda < 0.5  # measured at seed 0 (--seed): 0.0 of 118 clean points
 
 
 def test_bpda_rejects_mismatched_surrogate_shape():

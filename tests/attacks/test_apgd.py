@@ -8,11 +8,11 @@ from tfrobust.attacks._apgd import checkpoints
 
 
 @pytest.fixture(scope="module")
-def mlp_problem():
+def mlp_problem(base_seed):
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 1, size=(96, 8, 8, 1)).astype(np.float32)
     y = np.argmax(x.reshape(96, 4, 16).mean(2), 1)
-    tf.random.set_seed(0)
+    keras.utils.set_random_seed(base_seed)  # module fixture: runs before the per-test seed
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(32, activation="relu"), keras.layers.Dense(4)])
     model.compile(optimizer=keras.optimizers.Adam(0.01),
@@ -72,6 +72,7 @@ def test_apgd_dlr_is_invariant_to_logit_shift_and_scale(mlp_problem):
     a = attacks.apgd(model, x, y, eps=0.03, steps=10, loss="dlr", seed=1).numpy()
     b = attacks.apgd(scaled, x, y, eps=0.03, steps=10, loss="dlr", seed=1).numpy()
     same = np.all(np.isclose(a, b, atol=1e-4).reshape(len(x), -1), axis=1)
+    # measured at seed 0 (--seed): 1.0
     assert same.mean() > 0.9  # sign() of tiny gradient components may flip on float rounding
 
 

@@ -33,10 +33,10 @@ class _LabelOnlyOracle:
 
 
 @pytest.fixture(scope="module")
-def fashion_oracle():
+def fashion_oracle(base_seed):
     """A small CNN trained briefly on 3000 Fashion-MNIST images (~80% test accuracy)."""
     x, y = load_dataset("fashion_mnist", "train", limit=3000, download=False)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(base_seed)
     model = small_cnn(width=16, dense_units=64, name="oracle")
     model.compile(keras.optimizers.Adam(2e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -62,6 +62,8 @@ def test_substitute_transfer_beats_random_noise_of_same_norm(fashion_oracle):
     rng = np.random.default_rng(0)
     noise = np.clip(x_attack + eps * rng.choice([-1.0, 1.0], size=x_attack.shape), 0, 1).astype(np.float32)
     noise_rate = np.mean(fashion_oracle(noise).numpy().argmax(axis=1) != res.oracle_labels)
+    # Margins measured at seed 0 (--seed): clean accuracy 0.78, agreement 0.842, transfer 0.664
+    # against noise 0.258.
     assert res.substitute_agreement > 0.6
     assert res.transfer_success_rate > noise_rate + 0.15
     assert res.transfer_success_rate > 0.4

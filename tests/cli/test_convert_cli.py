@@ -15,9 +15,10 @@ def run_cli(*args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
+def saved_model(tmp_path_factory, base_seed):
     from tfrobust import models
 
+    keras.utils.set_random_seed(base_seed)  # module fixture: runs before the per-test seed
     path = tmp_path_factory.mktemp("cli") / "cnn.keras"
     models.small_cnn(width=4, dense_units=8).save(path)
     return path
@@ -35,6 +36,7 @@ def test_convert_int8_then_export_c(tmp_path, saved_model, fashion_test):
     lite = TFLiteModel(out)
     assert lite.input_dtype == np.int8 and lite.input_shape == (1, 28, 28, 1)
     keras_pred = keras.models.load_model(saved_model).predict(fashion_test[0][:100], verbose=0).argmax(1)
+    # untrained model (seeded by the fixture): measured at seed 0 (--seed): 0.98
     assert np.mean(lite.predict(fashion_test[0][:100]).argmax(1) == keras_pred) >= 0.9
 
     res = run_cli("export-c", f"--tflite={out}", f"--out={tmp_path / 'c' / 'net'}", "--name=net_model")

@@ -91,6 +91,7 @@ def test_model_with_kwta_prunes_quantizes_and_converts_to_int8(small_data, tmp_p
     dtypes = {d["name"]: d["dtype"] for d in Interpreter(model_content=tfl).get_tensor_details()}
     assert any(dt == np.int8 for dt in dtypes.values())
     keras_pred = np.argmax(qat(xb).numpy(), 1)
+    # Margins measured over seeds 0-1 (--seed): agreement 1.0 both; max error / max |logit| 0.043, 0.125
     assert np.mean(np.argmax(out, 1) == keras_pred) >= 0.9  # int8 vs fake-quant agreement
     assert np.abs(out - qat(xb).numpy()).max() < 0.5 * np.abs(qat(xb).numpy()).max()
 

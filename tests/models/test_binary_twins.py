@@ -50,6 +50,8 @@ def test_bwn_twin_converts_to_a_binary_int8_model(fashion_train):
     assert len(kernels) == 4 and all(k["binary"] for k in kernels)
     got = tflite_tools.TFLiteModel(blob).predict(x)
     ref = model(x, training=False).numpy()
+    # untrained (random kernels; conftest seeds every test): measured over seeds 0-1 (--seed):
+    # 0.988, 0.984
     assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.95
 
 

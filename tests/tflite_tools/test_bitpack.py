@@ -54,8 +54,8 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def mlp(data):
-    tf.random.set_seed(0)
+def mlp(data, base_seed):
+    keras.utils.set_random_seed(base_seed)  # module fixture: runs before the per-test seed
     model = keras.Sequential([
         keras.Input((28, 28, 1)),
         L.Flatten(),
@@ -96,7 +96,7 @@ def test_mlp_c_matches_keras_exactly_on_the_integer_path(mlp, data):
     np.testing.assert_array_equal(run.preact, keras_last_preact(mlp, pixels))
     np.testing.assert_array_equal(run.argmax, logits.argmax(axis=1))
     np.testing.assert_allclose(run.logits, logits, rtol=1e-4, atol=1e-4)
-    assert np.mean(run.argmax == labels) > 0.7
+    assert np.mean(run.argmax == labels) > 0.7  # measured over seeds 0-1 (--seed): 0.77, 0.789
     # 1 bit per weight: at most 1/25 of the float model's weight bytes, thresholds included.
     assert prog.report["ratio"] <= 1 / 25
     assert prog.report["packed_weight_bytes"] == 4 * (784 * 256 // 32 + 256 * 8 + 10 * 8)
@@ -126,6 +126,7 @@ def test_float_input_path_agrees_with_keras_except_at_first_layer_ties(mlp, data
     gain = np.abs(bn.gamma.numpy()) / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
     bn1 = run_keras(keras.Model(mlp.inputs, bn.output), x)
     tie = np.any(np.abs(bn1) <= bound * gain, axis=1)
+    # measured over seeds 0-1: 0.21, 0.23 of the images sit on a tie
     assert tie.mean() < 0.5, f"{tie.mean():.0%} of the images sit on a tie: the check would be empty"
     np.testing.assert_array_equal(run.preact[~tie], keras_last_preact(mlp, pixels)[~tie])
     np.testing.assert_array_equal(run.argmax[~tie], logits.argmax(axis=1)[~tie])

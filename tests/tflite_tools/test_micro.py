@@ -46,6 +46,8 @@ def test_tflm_and_litert_int8_differ_by_at_most_one_lsb(int8_batch1, fashion_tes
     res = tflm_parity(int8_batch1, fashion_test[0][:200])
     assert res["output_dtype"] == "int8" and res["examples"] == 200
     assert res["max_abs_diff"] <= 1
+    # max_abs_diff <= 1 LSB is the bound (the optimized and reference kernels round the same
+    # products); the argmax rate is a margin measured over seeds 0-1 (--seed): 1.0 both times.
     assert res["argmax_agreement"] >= 0.99
 
 
