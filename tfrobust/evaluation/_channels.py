@@ -114,8 +114,23 @@ def _feature_model(model, layers):
             raise ValueError(f"`layers` names a layer the model does not have. Received: layers={layers!r}; "
                              f"the model's layers: {known}") from e
         names.append(name)
-    outputs = [model.get_layer(n).output for n in names]
-    return keras.Model(model.inputs, outputs), names
+    return keras.Model(model.inputs, [_output_in(model, model.get_layer(n)) for n in names]), names
+
+
+def _output_in(model, layer):
+    """``layer``'s output tensor in ``model``'s graph (a layer shared with a training model, as
+    CAS / CIFS / PCL layers are, has one output per call)."""
+    nodes = len(getattr(layer, "inbound_nodes", []) or [None])
+    if nodes <= 1:
+        return layer.output
+    for index in range(nodes):
+        out = layer.get_output_at(index)
+        try:
+            keras.Model(model.inputs, out)
+        except ValueError:  # this call belongs to another model's graph
+            continue
+        return out
+    raise ValueError(f"layer {layer.name!r} has no output reachable from the model's inputs.")
 
 
 def _penultimate(model):

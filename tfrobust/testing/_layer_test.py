@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust._keras import keras
+from tfrobust.utils import set_seed
 
 
 @dataclasses.dataclass
@@ -90,7 +91,7 @@ def layer_test(layer_cls, kwargs=None, *, input_shape, input_data=None, input_dt
       A :class:`LayerTestResult`.
     """
     kwargs = dict(kwargs or {})
-    tf.random.set_seed(seed)
+    set_seed(seed)  # tf.random.set_seed alone leaves tf_keras' initializers unseeded
     rng = np.random.default_rng(seed)
     if input_data is None:
         input_data = rng.uniform(-1.0, 1.0, size=input_shape).astype(input_dtype)

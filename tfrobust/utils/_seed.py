@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from tfrobust import _validate as V
+from tfrobust._keras import keras
+
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy, TensorFlow and tf_keras' own initializer generator in one call.
@@ -10,8 +13,4 @@ def set_seed(seed: int) -> None:
     ``keras.utils.set_random_seed``, tf_keras draws unseeded initializers from its own generator,
     which only ``keras.utils.set_random_seed`` resets.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
-    from tfrobust._keras import keras
-
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(V.integer("seed", seed, minimum=0))
