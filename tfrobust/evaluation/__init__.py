@@ -1,24 +1,27 @@
 """Robustness evaluation you can trust: presets, attack cascades, sanity checks, reports.
 
-:func:`robust_accuracy` runs a preset (``"fast"`` PGD, ``"standard"`` APGD-CE + APGD-DLR,
-``"adaptive"`` + EOT/BPDA where the model needs them) as a cascade and returns a
+:func:`robust_accuracy` runs a preset (``"fast"`` PGD-20, ``"standard"`` APGD-CE + APGD-T + Square,
+``"adaptive"`` + EOT/BPDA and AutoAttack's rand version where the model needs them; presets are
+data, :data:`PRESETS`, resolved per model by :func:`plan`) as a cascade and returns a
 :class:`RobustnessReport` (JSON / Markdown) with per-attack figures, the full configuration and
 warnings that name their fix. :func:`accuracy` and :func:`predict_logits` are the batched helpers.
 """
 
+from tfrobust.attacks import random_search
 from tfrobust.evaluation._accuracy import accuracy, predict_labels, predict_logits
-from tfrobust.evaluation._checks import random_search
 from tfrobust.evaluation._deployed import robust_accuracy_deployed
 from tfrobust.evaluation._loading import load_model_fn
-from tfrobust.evaluation._robust import PRESETS, RobustnessReport, robust_accuracy
+from tfrobust.evaluation._robust import PRESETS, RobustnessReport, Stage, plan, robust_accuracy
 
 __all__ = [
     "PRESETS",
     "RobustnessReport",
+    "Stage",
     "accuracy",
     "load_model_fn",
     "predict_labels",
     "predict_logits",
+    "plan",
     "random_search",
     "robust_accuracy",
     "robust_accuracy_deployed",

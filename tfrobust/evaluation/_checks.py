@@ -12,18 +12,6 @@ from tfrobust.attacks import _common as C
 from tfrobust.attacks._adaptive import EOT
 
 
-def check_probabilities(logits: np.ndarray):
-    """Warn when every output row is non-negative and sums to 1: a softmax output, not logits."""
-    if logits.size == 0:
-        return None
-    if logits.min() >= 0.0 and logits.max() <= 1.0 and np.allclose(logits.sum(1), 1.0, atol=1e-3):
-        return ("model outputs look like probabilities (every row is in [0, 1] and sums to 1), so the "
-                "cross-entropy gradients saturate and attacks under-report success. Fix: pass logits — "
-                "drop the final softmax (build the last Dense layer with activation=None, or use "
-                "keras.Model(model.input, model.layers[-1].input) when the softmax is a separate layer).")
-    return None
-
-
 def check_randomness(model_fn, x: np.ndarray):
     """Warn when two identical calls give different outputs (randomness at inference)."""
     inner = model_fn.model_fn if isinstance(model_fn, EOT) else model_fn
@@ -69,37 +57,3 @@ def gradient_free_warning(broken: int, attacked: int, name: str):
             "gradient attack left robust: a sign of gradient masking, so the gradient attacks are "
             "unreliable on this model. Fix: use preset='adaptive' (EOT for randomness, BPDA for "
             "non-differentiable layers), more steps/restarts, and check for gradient-masking layers.")
-
-
-def _random_search_impl(model_fn, x, y, eps, clip_min, clip_max, samples, seed, *, norm, eot_samples):
-    """Try ``samples`` random points of the eps-sphere / L-inf corners; keep the first that fools."""
-    n = tf.shape(x)[0]
-
-    def body(i, best, fooled):
-        s = tf.stack([seed, tf.cast(i, seed.dtype)])
-        if norm == "linf":
-            delta = eps * tf.sign(tf.random.stateless_uniform(tf.shape(x), s, -1.0, 1.0))
-        else:
-            d = tf.random.stateless_normal(tf.shape(x), s)
-            delta = eps * d / tf.maximum(C.l2_norm(d), 1e-12)
-        cand = tf.clip_by_value(x + delta, clip_min, clip_max)
-        logits = C.forward(model_fn, cand, eot_samples)
-        now = C.fooled(logits, y, False) & ~fooled
-        best = tf.where(C.per_example(now, x), cand, best)
-        return i + 1, best, fooled | now
-
-    _, best, _ = tf.while_loop(lambda i, b, f: i < samples, body,
-                               (tf.constant(0), x, tf.zeros([n], tf.bool)))
-    return best
-
-
-def random_search(model_fn, x, y, *, eps, norm="linf", samples=10, clip_min=0.0, clip_max=1.0, seed=0):
-    """A gradient-free check: random corners of the L-inf ball (or points of the L2 sphere).
-
-    Used by the evaluator after the gradient attacks: if random noise breaks points that PGD/APGD
-    could not, the gradients are masked.
-    """
-    xw, yw, dtype = C.prepare_inputs(x, y, targeted=False, clip_min=clip_min, clip_max=clip_max)
-    args = (xw, yw, tf.constant(eps, tf.float32), tf.constant(clip_min, tf.float32),
-            tf.constant(clip_max, tf.float32), tf.constant(samples, tf.int32), tf.constant(seed, tf.int64))
-    return C.run(model_fn, "random_search", _random_search_impl, {"norm": norm}, args)

@@ -1,4 +1,13 @@
-"""``robust_accuracy``: presets, an attack cascade, and a report that says how far to trust it."""
+"""``robust_accuracy``: presets (data), a cascade runner, and a report that says how far to trust it.
+
+The evaluation is an orchestration of three small parts:
+
+- **specs**: a preset is an ordered tuple of :class:`Stage` (an attack identifier for
+  :func:`tfrobust.attacks.get`, without ``eps`` / ``norm``, plus whether it runs under BPDA or
+  EOT); :func:`plan` resolves a preset for one model (number of classes, declared layers);
+- **a runner**: :func:`run_cascade` runs the stages in order on the points still robust;
+- **a report**: :class:`RobustnessReport`.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +25,52 @@ from tfrobust import attacks
 from tfrobust._version import __version__
 from tfrobust.attacks import _common as C
 from tfrobust.evaluation import _checks
-from tfrobust.evaluation._accuracy import _check_batch_size, predict_labels
+from tfrobust.evaluation._accuracy import as_arrays, predict_labels
 
-PRESETS = ("fast", "standard", "adaptive")
+#: AutoAttack's rand version for stochastic models: APGD-CE and APGD-DLR, EOT over 20 passes, no
+#: restarts (Croce & Hein 2020; auto-attack ``version='rand'``).
+RAND_EOT_SAMPLES = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One attack of a preset: an :func:`tfrobust.attacks.get` identifier without ``eps`` / ``norm``.
+
+    Attributes:
+      attack: e.g. ``{"name": "apgd-t", "steps": 100, "targets": 9}``.
+      bpda: run inside :func:`tfrobust.attacks.bpda_scope` (gradient-masking layers' surrogates).
+      eot: attack ``eot(model_fn, eot_samples)`` (gradients averaged over a random model's passes).
+    """
+
+    attack: dict
+    bpda: bool = False
+    eot: bool = False
+
+    @property
+    def label(self) -> str:
+        name = self.attack["name"]
+        return name + ("-eot" if self.eot else "") + ("-bpda" if self.bpda else "")
+
+
+#: The presets, as data. ``adaptive`` is resolved per model by :func:`plan`.
+PRESETS = {
+    # PGD-20 (step 2.5 eps / 20, random start, CE), then a cheap gradient-free check.
+    "fast": (Stage({"name": "pgd", "steps": 20}), Stage({"name": "random-search", "samples": 10})),
+    # AutoAttack's standard version without FAB-T (see docs/evaluation.md): APGD-CE, APGD-T
+    # (9 targets), Square (5000 queries, p_init 0.8).
+    "standard": (Stage({"name": "apgd-ce", "steps": 100}),
+                 Stage({"name": "apgd-t", "steps": 100, "targets": 9}),
+                 Stage({"name": "square", "queries": 5000, "p_init": 0.8})),
+    # Deterministic model: `standard`, the gradient attacks again under BPDA when a layer declares
+    # gradient masking. Stochastic model: AutoAttack's rand version (APGD-CE, APGD-DLR, EOT 20),
+    # also under BPDA when declared, then random search on the EOT-averaged model.
+    "adaptive": (Stage({"name": "apgd-ce", "steps": 100}),
+                 Stage({"name": "apgd-t", "steps": 100, "targets": 9}),
+                 Stage({"name": "square", "queries": 5000, "p_init": 0.8})),
+}
+_RAND = (Stage({"name": "apgd-ce", "steps": 100}, eot=True),
+         Stage({"name": "apgd-dlr", "steps": 100}, eot=True),
+         Stage({"name": "random-search", "samples": 20}, eot=True))
 
 
 @dataclasses.dataclass
@@ -78,92 +130,184 @@ class RobustnessReport:
         return "\n".join(lines) + "\n"
 
 
-def _plan(preset, eps, norm, steps, num_classes, eot_samples, random_samples, use_bpda=False):
-    """The attack sequence of a preset: (name, callable(model_fn, x, y, seed), config, bpda).
+def plan(preset, *, num_classes, stochastic=False, gradient_masking=False, steps=None, queries=None,
+         random_samples=None):
+    """The ordered stages of ``preset`` for one model, with the skips it needs (and why).
 
-    With ``use_bpda`` (adaptive preset, gradient-masking layers declared) the APGD attacks run
-    twice: first on the model's own gradients, then with BPDA's backward approximations. Neither
-    is always the stronger (BPDA's straight-through gradient can be a worse ascent direction
-    than a layer's true, sparse gradient), and the cascade keeps the per-example worst case.
+    Args:
+      preset: a name from :data:`PRESETS` or a sequence of :class:`Stage` / identifier dicts.
+      num_classes: the model's number of logits (DLR needs 3, APGD-T 4; targets <= K - 1).
+      stochastic: the model is random at inference (``adaptive``: the rand version with EOT).
+      gradient_masking: a layer declares ``gradient_masking`` (``adaptive``: gradient attacks
+        again under BPDA; the cascade keeps the per-example worst case).
+      steps, queries, random_samples: overrides of the stages' ``steps`` / ``queries`` / ``samples``.
+
+    Returns:
+      ``(stages, skipped)``: a list of :class:`Stage` and a list of skip reasons.
     """
-    if preset == "fast":
-        n = steps or 20
-        cfg = dict(steps=n, step_size=2.5 * eps / n, random_start=True, restarts=1, loss="ce")
-        plan = [("pgd", lambda m, x, y, s, c=cfg: attacks.pgd(m, x, y, eps=eps, norm=norm, seed=s, **c), cfg,
-                 False)]
+    if isinstance(preset, str):
+        stages = list(_RAND if preset == "adaptive" and stochastic else PRESETS[preset])
+        if preset == "adaptive" and gradient_masking:
+            gradient = [st for st in stages if not attacks.get(st.attack, eps=0.0).gradient_free]
+            stages = gradient + [dataclasses.replace(st, bpda=True) for st in gradient] + \
+                [st for st in stages if st not in gradient]
     else:
-        n = steps or 100
-        plan = []
-        for bpda in ((False, True) if use_bpda else (False,)):
-            for loss in ("ce", "dlr"):
-                if loss == "dlr" and num_classes < 3:
-                    continue  # DLR needs three logits; the report's config records the skip
-                cfg = dict(steps=n, loss=loss, restarts=1)
-                plan.append((f"apgd-{loss}" + ("-bpda" if bpda else ""),
-                             lambda m, x, y, s, c=cfg: attacks.apgd(m, x, y, eps=eps, norm=norm, seed=s, **c),
-                             cfg, bpda))
-    rs_cfg = dict(samples=random_samples)
-    plan.append(("random-search", None, rs_cfg, False))
-    return plan
+        stages = [st if isinstance(st, Stage) else Stage(dict(st)) for st in preset]
+    out, skipped = [], []
+    for st in stages:
+        a = dict(st.attack)
+        name = a["name"]
+        if name == "apgd-dlr" and num_classes < 3:
+            skipped.append("apgd-dlr (needs >= 3 classes)")
+            continue
+        if name == "apgd-t":
+            if num_classes < 4:
+                skipped.append("apgd-t (needs >= 4 classes)")
+                continue
+            a["targets"] = min(a.get("targets", 9), num_classes - 1)
+        overrides = {"steps": steps, "queries": queries, "samples": random_samples}
+        for key, value in overrides.items():
+            if value is not None and key in a:
+                a[key] = value
+        if a.get("samples") == 0 or a.get("queries") == 0:  # a gradient-free stage switched off
+            continue
+        out.append(dataclasses.replace(st, attack=a))
+    return out, skipped
 
 
-def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_size=256, model=None,
-                    clip_min=0.0, clip_max=1.0, steps=None, eot_samples=20, random_samples=None,
-                    cascade=True, seed=0, checks=True, verbose=False) -> RobustnessReport:
+@dataclasses.dataclass
+class _State:
+    """What the cascade carries from stage to stage."""
+
+    x: np.ndarray
+    y: np.ndarray
+    robust: np.ndarray
+    adversarial: np.ndarray
+
+
+def run_cascade(stages, model_fn, state, *, eps, norm, clip_min, clip_max, seed, batch_size, eot_samples,
+                cascade=True, verbose=False):
+    """Run ``stages`` in order; each attacks the points every earlier one left robust (``cascade``).
+
+    A point broken by a stage is judged on the model as evaluated (EOT-averaged logits when the
+    stage uses EOT); ``state.robust`` and ``state.adversarial`` are updated in place.
+
+    Returns:
+      ``per_attack``: stage label -> ``{"config", "attacked", "broken", "robust_accuracy", "seconds"}``.
+    """
+    per_attack = {}
+    for st in stages:
+        attack = attacks.get(st.attack, eps=eps, norm=norm)
+        fn = attacks.eot(model_fn, eot_samples) if st.eot else model_fn
+        idx = np.flatnonzero(state.robust) if cascade else np.arange(len(state.x))
+        t0 = time.perf_counter()
+        broken_now = 0
+        if eps > 0:
+            for start in range(0, len(idx), batch_size):
+                b = idx[start:start + batch_size]
+                with attacks.bpda_scope() if st.bpda else contextlib.nullcontext():
+                    xa = attack(fn, tf.constant(state.x[b]), tf.constant(state.y[b]), clip_min=clip_min,
+                                clip_max=clip_max, seed=seed)
+                xa = np.asarray(xa)
+                ok = predict_labels(fn, xa, batch_size=batch_size) == state.y[b]
+                newly = state.robust[b] & ~ok
+                broken_now += int(newly.sum())
+                # keep the breaking example for broken points, the latest attempt for robust ones
+                update = newly | state.robust[b]
+                state.adversarial[b[update]] = xa[update]
+                state.robust[b] &= ok
+        seconds = time.perf_counter() - t0
+        cfg = {k: v for k, v in attack.get_config().items() if k not in ("eps", "norm")}
+        if st.eot:
+            cfg["eot_samples"] = eot_samples
+        per_attack[st.label] = {"config": cfg, "attacked": int(len(idx)), "broken": broken_now,
+                                "robust_accuracy": float(np.mean(state.robust)), "seconds": round(seconds, 4),
+                                "gradient_free": attack.gradient_free}
+        if verbose:
+            print(f"{st.label}: attacked {len(idx)}, broke {broken_now}, robust accuracy "
+                  f"{np.mean(state.robust):.4f} ({seconds:.1f} s)", flush=True)
+    return per_attack
+
+
+class _LogOfProbabilities:
+    """``log(p)``: the logits of a softmax output up to a per-row constant.
+
+    The conversion of :func:`tfrobust._validate.logits` (``action="convert"``), applied per call
+    so that attacks differentiate through it.
+    """
+
+    def __init__(self, model_fn):
+        self.model_fn = model_fn
+
+    def __call__(self, x):
+        return tf.math.log(tf.maximum(C.as_logits(self.model_fn(x)), 1e-30))
+
+
+def robust_accuracy(model_fn, x, y=None, *, eps, norm="linf", preset="fast", batch_size=256, model=None,
+                    clip_min=0.0, clip_max=1.0, steps=None, queries=None, eot_samples=20,
+                    random_samples=None, cascade=True, seed=0, checks=True, probabilities="refuse",
+                    verbose=False) -> RobustnessReport:
     """Robust accuracy under an attack cascade, with the configuration and sanity warnings.
 
-    Presets:
+    Presets (:data:`PRESETS`, next to AutoAttack's versions in ``docs/evaluation.md``):
 
-    - ``"fast"``: PGD-20 (L-inf or L2, step ``2.5 eps / steps``, random start, CE loss).
-    - ``"standard"``: APGD-CE then APGD-DLR, 100 steps each (Croce & Hein 2020; DLR is skipped
-      with fewer than 3 classes).
-    - ``"adaptive"``: the standard attacks, plus EOT (``eot_samples`` forward passes per
-      gradient) when the model declares ``stochastic`` layers or its outputs change between
-      identical calls; when it declares ``gradient_masking`` layers, the standard attacks run
-      on its own gradients and then again under BPDA (:func:`tfrobust.attacks.bpda_scope`),
-      as ``apgd-ce-bpda`` / ``apgd-dlr-bpda``, and the worst case counts.
+    - ``"fast"``: PGD-20 (step ``2.5 eps / 20``, random start, CE), then a random search (10).
+    - ``"standard"``: APGD-CE (100 steps), APGD-T (100 steps, 9 target classes, at most
+      ``K - 1``; skipped with < 4 classes), Square (5000 queries): AutoAttack's standard
+      version without FAB-T.
+    - ``"adaptive"``: for a model that is random at inference (declared ``stochastic`` layers, or
+      outputs that change between identical calls) AutoAttack's rand version: APGD-CE and
+      APGD-DLR with EOT over ``eot_samples`` passes (default 20), no restarts, then a random
+      search on the averaged model; otherwise the ``standard`` attacks. When a layer declares
+      ``gradient_masking``, the gradient attacks run again under BPDA
+      (:func:`tfrobust.attacks.bpda_scope`) and the worst case counts.
+    - or a sequence of :class:`Stage` / identifier dicts (a custom cascade).
 
-    Every preset ends with a cheap gradient-free random search on the points still robust; if
-    it breaks any, the gradient attacks were fooled (gradient masking) and a warning says so.
-    With ``cascade=True`` each attack only runs on the points every earlier attack left
-    robust (an input counts as robust only if it survives all of them, so the result equals the
-    per-example worst case); ``cascade=False`` attacks every point with every attack (same result,
-    more work; useful to measure the saving). The robust accuracy is
+    With ``cascade=True`` each attack only runs on the points every earlier attack left robust
+    (the result equals the per-example worst case); ``cascade=False`` attacks every point with
+    every attack (same result, more work). The robust accuracy is
 
         ``1/N sum_i 1[f(x_i) = y_i and f(A_k(x_i)) = y_i for every attack k]``.
 
-    For a stochastic model (EOT active) predictions are the argmax of the logits averaged over
-    ``eot_samples`` passes.
+    Every attack runs in the data's own range ``[clip_min, clip_max]`` (e.g. ``[0, 255]`` or
+    ``[-1, 1]``; ``eps`` is in the same units).
 
-    Sanity checks (``checks=True``), each warning naming its fix: outputs that look like
-    probabilities, inputs with all-zero gradients, outputs that change between identical calls,
-    and a gradient-free attack beating the gradient attacks.
+    Sanity checks (``checks=True``), each warning naming its fix: inputs with all-zero gradients,
+    outputs that change between identical calls, a gradient-free attack (Square, random search)
+    breaking points the gradient attacks left robust, and nothing moving at all.
 
     Args:
       model_fn: callable mapping float images [N, ...] to logits [N, K].
-      x: float images in ``[clip_min, clip_max]`` (NumPy array or tensor).
-      y: labels [N] or one-hot [N, K].
-      eps: perturbation radius (> 0 for a meaningful evaluation; 0 gives the clean accuracy).
+      x: float images in ``[clip_min, clip_max]`` (NumPy array or tensor), or a ``tf.data.Dataset``
+        of ``(images, labels)`` batches (then ``y`` is None).
+      y: labels [N] or one-hot [N, K], in ``[0, K)``.
+      eps: perturbation radius (0 gives the clean accuracy).
       norm: ``"linf"`` or ``"l2"``.
-      preset: ``"fast"``, ``"standard"`` or ``"adaptive"``.
+      preset: ``"fast"``, ``"standard"``, ``"adaptive"`` or a sequence of stages.
       batch_size: examples per attack batch.
       model: the Keras model / ``tf.Module`` to inspect for ``stochastic`` / ``gradient_masking``
-        layers when ``model_fn`` is a wrapper (defaults to ``model_fn`` itself).
+        layers (and whose input shape ``x`` must have) when ``model_fn`` is a wrapper.
       clip_min: lower bound of valid inputs.
       clip_max: upper bound of valid inputs.
-      steps: override the preset's number of attack steps.
-      eot_samples: forward passes averaged by EOT in the adaptive preset.
-      random_samples: samples of the final random search (default 10 for fast, 20 otherwise).
+      steps: override the gradient attacks' steps.
+      queries: override Square's queries.
+      eot_samples: forward passes averaged by EOT (adaptive preset, stochastic model).
+      random_samples: override the random search's samples (0 drops it).
       cascade: attack only the points still robust.
       seed: seed of the attacks' random starts (reproducible evaluations).
       checks: run the sanity checks.
+      probabilities: what to do when the outputs look like probabilities (every row
+        non-negative, summing to 1): ``"refuse"`` (default) raises ``ValueError``, because the
+        attacks' losses would be meaningless; ``"convert"`` evaluates ``log(p)`` instead (the
+        logits up to a per-row constant: same arg-max, CE and DLR losses) and says so in a warning.
       verbose: print one line per stage.
 
     Returns:
       A :class:`RobustnessReport`.
 
     Raises:
-      ValueError / TypeError: for bad arguments, naming them.
+      ValueError / TypeError: for bad arguments, naming them (images of another shape than the
+        model's input, labels outside its classes, probability outputs with ``"refuse"``, ...).
 
     Example:
       >>> report = robust_accuracy(model, x_test[:1000], y_test[:1000], eps=0.1, preset="standard")
@@ -175,54 +319,29 @@ def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_si
       Athalye et al., Obfuscated Gradients Give a False Sense of Security, ICML 2018,
       https://arxiv.org/abs/1802.00420
     """
-    C.check_model_fn(model_fn)
-    eps = V.number("eps", eps, minimum=0.0)
-    norm = V.choice("norm", norm, C.NORMS)
-    preset = V.choice("preset", preset, PRESETS)
-    _check_batch_size(batch_size)
-    clip_min, clip_max = V.clip_range(clip_min, clip_max)
-    clip_min, clip_max = float(clip_min), float(clip_max)
-    if steps is not None:
-        steps = V.integer("steps", steps, minimum=1)
-    eot_samples = V.integer("eot_samples", eot_samples, minimum=1)
-    if random_samples is None:
-        random_samples = 10 if preset == "fast" else 20
-    random_samples = V.integer("random_samples", random_samples, minimum=0)
-    cascade = V.boolean("cascade", cascade)
-    seed = V.seed(seed)
-    if seed is None:
-        raise ValueError("`seed` must be an int for a reproducible evaluation. Received: seed=None")
-    checks = V.boolean("checks", checks)
-
-    x_np = np.asarray(x)
-    y_np = np.asarray(y)
-    if y_np.ndim == 2:
-        y_np = np.argmax(y_np, 1)
-    if y_np.ndim != 1 or not np.issubdtype(y_np.dtype, np.integer):
-        raise ValueError(f"`y` must hold integer labels [N] or one-hot rows [N, K]. Received: y.shape="
-                         f"{y_np.shape}, y.dtype={y_np.dtype}")
-    if len(x_np) != len(y_np) or len(x_np) == 0:
-        raise ValueError(f"`x` and `y` must hold the same, non-zero number of examples. Received: "
-                         f"len(x)={len(x_np)}, len(y)={len(y_np)}")
-    # Same input checks as the attacks (dtype, NaN, range), on a small slice and once on the min/max.
-    C.prepare_inputs(x_np[:1], y_np[:1], targeted=False, clip_min=clip_min, clip_max=clip_max)
-    if not np.all(np.isfinite(x_np)):
-        raise ValueError("`x` contains NaN or Inf values. Received: x with non-finite entries")
-    if x_np.min() < clip_min - 1e-6 or x_np.max() > clip_max + 1e-6:
-        raise ValueError(f"`x` must lie in [clip_min, clip_max] = [{clip_min}, {clip_max}]. Received: x in "
-                         f"[{float(x_np.min())}, {float(x_np.max())}]")
-    x_np = x_np.astype(np.float32, copy=False)
-    y_np = y_np.astype(np.int64)
-
-    warnings = []
+    config = _check_arguments(model_fn, eps=eps, norm=norm, preset=preset, batch_size=batch_size,
+                              clip_min=clip_min, clip_max=clip_max, steps=steps, queries=queries,
+                              eot_samples=eot_samples, random_samples=random_samples, cascade=cascade,
+                              seed=seed, checks=checks, probabilities=probabilities)
+    eps, clip_min, clip_max = config["eps"], config["clip_min"], config["clip_max"]
     inspect_target = model if model is not None else model_fn
-    declared = attacks.inspect_model(inspect_target)
+    x_np, y_raw = as_arrays(x, y)
+    x_np = V.images(x_np, clip_min=clip_min, clip_max=clip_max, model=C._model_of(inspect_target))
     probe = x_np[:min(len(x_np), batch_size, 64)]
-    probe_y = y_np[:len(probe)]
-    random_warning = None
-    if checks:
-        _, random_warning = _checks.check_randomness(model_fn, probe)
-    use_eot = preset == "adaptive" and (bool(declared["stochastic"]) or random_warning is not None)
+    probe_logits = C.as_logits(model_fn(tf.constant(probe)))
+    num_classes = int(probe_logits.shape[1])
+    y_np = V.labels(y_raw, n=len(x_np), num_classes=num_classes)
+    warnings = []
+    if V.logits(probe_logits, action=probabilities) is not probe_logits:
+        model_fn = _LogOfProbabilities(model_fn)
+        warnings.append("model outputs look like probabilities; evaluated on their log (the logits up "
+                        "to a per-row constant) as probabilities='convert' asked. Fix: return logits.")
+
+    declared = attacks.inspect_model(inspect_target)
+    random_warning = _checks.check_randomness(model_fn, probe)[1] if checks else None
+    stochastic = bool(declared["stochastic"]) or random_warning is not None
+    use_eot = preset == "adaptive" and stochastic
+    use_bpda = preset == "adaptive" and bool(declared["gradient_masking"])
     if random_warning and not use_eot:
         warnings.append(random_warning)
     elif random_warning and not declared["stochastic"]:
@@ -230,26 +349,12 @@ def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_si
                         f"`stochastic = True`; EOT ({eot_samples} samples) was enabled from the observed "
                         "randomness. Fix: declare the random layers `stochastic = True` so every "
                         "evaluation adapts to them.")
-    use_bpda = preset == "adaptive" and bool(declared["gradient_masking"])
-    attack_fn = attacks.eot(model_fn, eot_samples) if use_eot else model_fn
-
-    def scope(bpda=use_bpda):
-        return attacks.bpda_scope() if bpda else contextlib.nullcontext()
-
-    clean_pred = predict_labels(attack_fn, x_np, batch_size=batch_size)
-    robust = clean_pred == y_np
-    clean_acc = float(np.mean(robust))
-    adversarial = x_np.copy()
-    num_classes = int(C.as_logits(attack_fn(tf.constant(probe[:1]))).shape[1])
-
+    stages, skipped = plan(preset, num_classes=num_classes, stochastic=use_eot, gradient_masking=use_bpda,
+                           steps=steps, queries=queries, random_samples=random_samples)
+    judge_fn = attacks.eot(model_fn, eot_samples) if use_eot else model_fn
     if checks:
-        from tfrobust.evaluation._accuracy import predict_logits
-
-        w = _checks.check_probabilities(predict_logits(model_fn, probe, batch_size=batch_size))
-        if w:
-            warnings.append(w)
-        with scope():
-            frac = _checks.zero_gradient_fraction(attack_fn, probe, probe_y)
+        with attacks.bpda_scope() if use_bpda else contextlib.nullcontext():
+            frac = _checks.zero_gradient_fraction(judge_fn, probe, y_np[:len(probe)])
         w = _checks.zero_gradient_warning(frac, use_bpda)
         if w:
             warnings.append(w)
@@ -259,69 +364,67 @@ def robust_accuracy(model_fn, x, y, *, eps, norm="linf", preset="fast", batch_si
                         f"({', '.join(declared['stochastic'] + declared['gradient_masking'])}) but preset="
                         f"'{preset}' does not adapt to them. Fix: use preset='adaptive' (EOT / BPDA).")
 
-    plan = _plan(preset, eps, norm, steps, num_classes, eot_samples, random_samples, use_bpda)
-    per_attack = {}
-    gradient_robust = None
-    for name, fn, cfg, bpda in plan:
-        if name == "random-search":
-            gradient_robust = robust.copy()
-        idx = np.flatnonzero(robust) if cascade else np.arange(len(x_np))
-        t0 = time.perf_counter()
-        broken_now = 0
-        if eps > 0 and len(idx) and not (name == "random-search" and cfg["samples"] == 0):
-            for start in range(0, len(idx), batch_size):
-                b = idx[start:start + batch_size]
-                xb = tf.constant(x_np[b])
-                yb = tf.constant(y_np[b])
-                with scope(bpda):
-                    if fn is None:
-                        xa = _checks.random_search(attack_fn, xb, yb, eps=eps, norm=norm,
-                                                   samples=cfg["samples"], clip_min=clip_min,
-                                                   clip_max=clip_max, seed=seed)
-                    else:
-                        xa = fn(attack_fn, xb, yb, seed)
-                xa = xa.numpy()
-                pred = predict_labels(attack_fn, xa, batch_size=batch_size)
-                ok = pred == y_np[b]
-                newly = robust[b] & ~ok
-                broken_now += int(newly.sum())
-                # keep the breaking example for broken points, the latest attempt for robust ones
-                update = newly | robust[b]
-                adversarial[b[update]] = xa[update]
-                robust[b] &= ok
-        seconds = time.perf_counter() - t0
-        per_attack[name] = {"config": cfg, "attacked": int(len(idx)), "broken": broken_now,
-                            "robust_accuracy": float(np.mean(robust)), "seconds": round(seconds, 4)}
-        if verbose:
-            print(f"{name}: attacked {len(idx)}, broke {broken_now}, robust accuracy "
-                  f"{np.mean(robust):.4f} ({seconds:.1f} s)", flush=True)
-        if name == "random-search" and checks:
-            broken_by_noise = int(np.sum(gradient_robust & ~robust))
-            w = _checks.gradient_free_warning(broken_by_noise, int(gradient_robust.sum()), name)
+    clean_pred = predict_labels(judge_fn, x_np, batch_size=batch_size)
+    state = _State(x=x_np, y=y_np, robust=clean_pred == y_np, adversarial=x_np.copy())
+    clean_acc = float(np.mean(state.robust))
+    per_attack = run_cascade(stages, model_fn, state, eps=eps, norm=norm, clip_min=clip_min,
+                             clip_max=clip_max, seed=seed, batch_size=batch_size,
+                             eot_samples=eot_samples, cascade=cascade, verbose=verbose)
+    robust_acc = float(np.mean(state.robust))
+    if checks:
+        warnings += _report_warnings(per_attack, eps, clean_acc, robust_acc)
+    config.update({
+        "preset": preset if isinstance(preset, str) else "custom",
+        "eot_samples": eot_samples if use_eot else None,
+        "bpda": use_bpda, "declared_layers": declared, "attacks": [st.label for st in stages],
+        "stages": [{"attack": st.attack, "bpda": st.bpda, "eot": st.eot} for st in stages],
+        "num_classes": num_classes, "versions": {"tfrobust": __version__, "tensorflow": tf.__version__},
+    })
+    if skipped:
+        config["skipped"] = skipped
+    return RobustnessReport(clean_accuracy=clean_acc, robust_accuracy=robust_acc, per_attack=per_attack,
+                            config=config, warnings=warnings, num_examples=int(len(x_np)),
+                            robust_mask=state.robust, adversarial=state.adversarial)
+
+
+def _check_arguments(model_fn, *, eps, norm, preset, batch_size, clip_min, clip_max, steps, queries,
+                     eot_samples, random_samples, cascade, seed, checks, probabilities):
+    """Every scalar argument of :func:`robust_accuracy`, checked once; returns the config record."""
+    C.check_model_fn(model_fn)
+    if isinstance(preset, str):
+        V.choice("preset", preset, tuple(PRESETS))
+    elif not isinstance(preset, (list, tuple)) or not preset:
+        raise TypeError("`preset` must be a preset name or a non-empty sequence of stages. "
+                        f"Received: preset={preset!r}")
+    clip_min, clip_max = V.clip_range(clip_min, clip_max)
+    seed = V.seed(seed)
+    if seed is None:
+        raise ValueError("`seed` must be an int for a reproducible evaluation. Received: seed=None")
+    return {
+        "eps": V.number("eps", eps, minimum=0.0), "norm": V.choice("norm", norm, C.NORMS),
+        "clip_min": clip_min, "clip_max": clip_max, "seed": seed,
+        "batch_size": V.integer("batch_size", batch_size, minimum=1),
+        "steps": None if steps is None else V.integer("steps", steps, minimum=1),
+        "queries": None if queries is None else V.integer("queries", queries, minimum=0),
+        "random_samples": None if random_samples is None else V.integer("random_samples", random_samples,
+                                                                        minimum=0),
+        "eot_samples_requested": V.integer("eot_samples", eot_samples, minimum=1),
+        "cascade": V.boolean("cascade", cascade), "checks": V.boolean("checks", checks),
+        "probabilities": V.choice("probabilities", probabilities, ("refuse", "convert")),
+    }
+
+
+def _report_warnings(per_attack, eps, clean_acc, robust_acc):
+    """Warnings read off the cascade: gradient-free attacks beating gradient ones; nothing moved."""
+    warnings = []
+    for name, r in per_attack.items():
+        if r["gradient_free"]:
+            w = _checks.gradient_free_warning(r["broken"], r["attacked"], name)
             if w:
                 warnings.append(w)
-    if checks and eps > 0 and clean_acc > 0 and math.isclose(float(np.mean(robust)), clean_acc) and \
-            not per_attack.get("random-search", {}).get("broken"):
+    if eps > 0 and clean_acc > 0 and math.isclose(robust_acc, clean_acc):
         warnings.append(f"no attack changed a single prediction at eps={eps:g}: either the model is "
                         "truly robust at this radius or its gradients are unusable. Fix: check eps is in "
                         "the input's scale (images in [0, 1] need eps like 0.03-0.3), and try "
                         "preset='adaptive' or a larger eps to see accuracy drop.")
-
-    config = {
-        "preset": preset, "eps": float(eps), "norm": norm, "clip_min": clip_min, "clip_max": clip_max,
-        "batch_size": batch_size, "seed": seed, "cascade": cascade, "steps": steps,
-        "eot_samples": eot_samples if use_eot else None, "bpda": use_bpda,
-        "declared_layers": declared, "attacks": [name for name, _, _, _ in plan],
-        "num_classes": num_classes,
-        "versions": {"tfrobust": _version(), "tensorflow": tf.__version__},
-    }
-    if preset != "fast" and num_classes < 3:
-        config["skipped"] = ["apgd-dlr (needs >= 3 classes)"]
-    return RobustnessReport(clean_accuracy=clean_acc, robust_accuracy=float(np.mean(robust)),
-                            per_attack=per_attack, config=config, warnings=warnings,
-                            num_examples=int(len(x_np)), robust_mask=robust, adversarial=adversarial)
-
-
-def _version():
-    return __version__
-
+    return warnings

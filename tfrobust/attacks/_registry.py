@@ -1,0 +1,280 @@
+"""The one attack table: configured attacks and :func:`get` (larq's ``get`` pattern).
+
+Every place that turns a name into an attack call (the evaluation presets, the CLI, the trainers'
+``AttackSpec``, the pipeline) goes through :func:`get`, so an attack's defaults are written once,
+here, next to the function that implements it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from tfrobust import _validate as V
+from tfrobust.attacks import _common as C
+from tfrobust.attacks._apgd import apgd, apgd_targeted
+from tfrobust.attacks._pgd import default_step_size, fgsm, pgd
+from tfrobust.attacks._random_search import random_search
+
+__all__ = ["APGD", "APGDT", "FGSM", "PGD", "Attack", "RandomSearch", "Square", "get", "names"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+    """A configured attack: ``attack(model_fn, x, y, *, clip_min, clip_max, seed) -> x_adv``.
+
+    Subclasses are frozen dataclasses whose fields are the attack's settings (the perturbation
+    radius ``eps`` and ``norm`` included); the data range and the seed are given per call, because
+    they belong to the data and to the evaluation, not to the attack. ``get_config()`` returns
+    ``{"name": ..., **fields}`` and ``get(config)`` rebuilds an equal attack.
+
+    Example: a new attack is a dataclass with a ``name`` and a ``__call__``; add it to ``_TABLE``::
+
+        @dataclasses.dataclass(frozen=True)
+        class Noise(Attack):
+            name: ClassVar[str] = "noise"
+            eps: float
+            norm: str = "linf"
+
+            def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
+                return tf.clip_by_value(x + self.eps * tf.sign(tf.random.normal(tf.shape(x))),
+                                        clip_min, clip_max)
+    """
+
+    name: ClassVar[str] = ""
+    #: True for attacks that never read a gradient (evaluation: a sign of gradient masking when
+    #: they break points the gradient attacks left robust).
+    gradient_free: ClassVar[bool] = False
+
+    def __post_init__(self):
+        V.number("eps", self.eps, minimum=0.0)
+        V.choice("norm", self.norm, C.NORMS)
+        self._check_params()
+
+    def _check_params(self):
+        """Checks of the subclass' own fields (validated once, at construction)."""
+
+    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+    def describe(self) -> str:
+        """A one-line summary, e.g. ``pgd(eps=0.1, steps=20, step_size=0.0125)``."""
+        cfg = self.get_config()
+        cfg.pop("name")
+        return f"{self.name}(" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in cfg.items()) + ")"
+
+
+@dataclasses.dataclass(frozen=True)
+class FGSM(Attack):
+    """:func:`~tfrobust.attacks.fgsm`: one step of size ``eps``."""
+
+    name: ClassVar[str] = "fgsm"
+    eps: float
+    norm: str = "linf"
+    loss: str = "ce"
+
+    def _check_params(self):
+        V.choice("loss", self.loss, C.LOSSES)
+
+    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
+        return fgsm(model_fn, x, y, eps=self.eps, norm=self.norm, loss=self.loss, clip_min=clip_min,
+                    clip_max=clip_max)
+
+
+@dataclasses.dataclass(frozen=True)
+class PGD(Attack):
+    """:func:`~tfrobust.attacks.pgd`; ``step_size=None`` means ``2.5 * eps / steps`` (Madry et al.)."""
+
+    name: ClassVar[str] = "pgd"
+    eps: float
+    norm: str = "linf"
+    steps: int = 20
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = True
+    loss: str = "ce"
+
+    def _check_params(self):
+        V.integer("steps", self.steps, minimum=0)
+        if self.step_size is not None:
+            V.number("step_size", self.step_size, minimum=0.0)
+        V.integer("restarts", self.restarts, minimum=1)
+        V.boolean("random_start", self.random_start)
+        V.choice("loss", self.loss, C.LOSSES)
+
+    @property
+    def effective_step_size(self) -> float:
+        return default_step_size(self.eps, self.steps) if self.step_size is None else self.step_size
+
+    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
+        return pgd(model_fn, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps, norm=self.norm,
+                   restarts=self.restarts, random_start=self.random_start, loss=self.loss,
+                   clip_min=clip_min, clip_max=clip_max, seed=seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class APGD(Attack):
+    """:func:`~tfrobust.attacks.apgd`: ``"apgd-ce"`` / ``"apgd-dlr"`` (AutoAttack: 100 steps)."""
+
+    name: ClassVar[str] = "apgd"
+    eps: float
+    norm: str = "linf"
+    loss: str = "ce"
+    steps: int = 100
+    restarts: int = 1
+
+    def _check_params(self):
+        V.choice("loss", self.loss, C.LOSSES)
+        V.integer("steps", self.steps, minimum=1)
+        V.integer("restarts", self.restarts, minimum=1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "name": f"apgd-{self.loss}"}
+
+    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
+        return apgd(model_fn, x, y, eps=self.eps, steps=self.steps, norm=self.norm, loss=self.loss,
+                    restarts=self.restarts, clip_min=clip_min, clip_max=clip_max, seed=seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class APGDT(Attack):
+    """:func:`~tfrobust.attacks.apgd_targeted` (APGD-T; AutoAttack: 9 targets, 100 steps)."""
+
+    name: ClassVar[str] = "apgd-t"
+    eps: float
+    norm: str = "linf"
+    steps: int = 100
+    targets: int = 9
+    restarts: int = 1
+
+    def _check_params(self):
+        V.integer("steps", self.steps, minimum=1)
+        V.integer("targets", self.targets, minimum=1)
+        V.integer("restarts", self.restarts, minimum=1)
+
+    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
+        return apgd_targeted(model_fn, x, y, eps=self.eps, steps=self.steps, norm=self.norm,
+                             targets=self.targets, restarts=self.restarts, clip_min=clip_min,
+                             clip_max=clip_max, seed=seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Square(Attack):
+    """``tfrobust.attacks.square``: score-based, no gradients (AutoAttack: 5000 queries, p_init 0.8)."""
+
+    name: ClassVar[str] = "square"
+    gradient_free: ClassVar[bool] = True
+    eps: float
+    norm: str = "linf"
+    queries: int = 5000
+    p_init: float = 0.8
+
+    def _check_params(self):
+        V.integer("queries", self.queries, minimum=0)
+        V.fraction("p_init", self.p_init, open_min=True)
+
+    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
+        # Imported at call time only while tfrobust/attacks/_square.py is being written in parallel.
+        from tfrobust.attacks._square import square
+
+        return square(model_fn, x, y, eps=self.eps, norm=self.norm, queries=self.queries, p_init=self.p_init,
+                      clip_min=clip_min, clip_max=clip_max, seed=seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomSearch(Attack):
+    """:func:`~tfrobust.attacks.random_search`: random corners of the ball (a cheap masking check)."""
+
+    name: ClassVar[str] = "random-search"
+    gradient_free: ClassVar[bool] = True
+    eps: float
+    norm: str = "linf"
+    samples: int = 10
+
+    def _check_params(self):
+        V.integer("samples", self.samples, minimum=0)
+
+    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
+        return random_search(model_fn, x, y, eps=self.eps, norm=self.norm, samples=self.samples,
+                             clip_min=clip_min, clip_max=clip_max, seed=0 if seed is None else seed)
+
+
+# name -> (class, fixed settings). "apgd-ce" / "apgd-dlr" are APGD with the loss fixed.
+_TABLE = {
+    "fgsm": (FGSM, {}),
+    "pgd": (PGD, {}),
+    "apgd": (APGD, {}),
+    "apgd-ce": (APGD, {"loss": "ce"}),
+    "apgd-dlr": (APGD, {"loss": "dlr"}),
+    "apgd-t": (APGDT, {}),
+    "square": (Square, {}),
+    "random-search": (RandomSearch, {}),
+}
+_BY_CLASS = {cls.__name__: cls for cls, _ in _TABLE.values()}
+
+
+def names() -> tuple:
+    """The attack names :func:`get` knows."""
+    return tuple(_TABLE)
+
+
+def get(identifier, **overrides) -> Attack:
+    """A configured attack from a name, a config dict or an :class:`Attack`.
+
+    Args:
+      identifier: an :class:`Attack` (returned as is, or with ``overrides`` applied); a name from
+        :func:`names` (``"pgd"``, ``"apgd-ce"``, ``"apgd-t"``, ``"square"``, ...); a dict
+        ``{"name": ..., **settings}`` (what :meth:`Attack.get_config` returns) or Keras-style
+        ``{"class_name": "PGD", "config": {...}}``.
+      **overrides: settings that complete or replace the identifier's (e.g. ``eps``).
+
+    Returns:
+      An :class:`Attack`; call it as ``attack(model_fn, x, y, clip_min=..., clip_max=..., seed=...)``.
+
+    Raises:
+      ValueError: an unknown name (the message lists the known ones) or a bad setting.
+      TypeError: an identifier of another type, or a setting the attack does not have.
+
+    Example:
+      >>> attack = get({"name": "pgd", "eps": 0.1, "steps": 40})   # step 2.5 * 0.1 / 40
+      >>> x_adv = attack(model, x, y, clip_min=0.0, clip_max=1.0, seed=0)
+      >>> get("apgd-t", eps=8 / 255).get_config()
+      {'name': 'apgd-t', 'eps': 0.031..., 'norm': 'linf', 'steps': 100, 'targets': 9, 'restarts': 1}
+    """
+    if isinstance(identifier, Attack):
+        return dataclasses.replace(identifier, **overrides) if overrides else identifier
+    if isinstance(identifier, str):
+        name, settings = identifier, {}
+    elif isinstance(identifier, dict):
+        settings = dict(identifier)
+        if "class_name" in settings:
+            cls_name = settings.pop("class_name")
+            cls = _BY_CLASS.get(cls_name)
+            if cls is None:
+                raise ValueError(f"Unknown attack class. Known: {', '.join(sorted(_BY_CLASS))}. "
+                                 f"Received: class_name={cls_name!r}")
+            name, settings = cls.name, dict(settings.pop("config", {}) or {}, **settings)
+        else:
+            name = settings.pop("name", None)
+    else:
+        raise TypeError("`identifier` must be an attack name, a config dict or an Attack. "
+                        f"Received: identifier of type {type(identifier).__name__}")
+    name = V.choice("name", name, _TABLE)
+    cls, fixed = _TABLE[name]
+    settings = {**settings, **overrides}
+    for key, value in fixed.items():
+        if settings.setdefault(key, value) != value:
+            raise ValueError(f"'{name}' fixes {key}={value!r}. Received: {key}={settings[key]!r}")
+    if "eps" not in settings:
+        raise ValueError(f"`eps` is required to configure '{name}', e.g. "
+                         f"get({{'name': {name!r}, 'eps': 0.1}}). Received: eps missing")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        raise TypeError(f"'{name}' has no setting {', '.join(unknown)}; its settings are "
+                        f"{', '.join(sorted(fields))}. Received: {unknown}")
+    return cls(**settings)
