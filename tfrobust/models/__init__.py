@@ -9,6 +9,7 @@ from tfrobust.models._binary_zoo import binary_cnn, binary_madry_cnn, binary_sma
 from tfrobust.models._classic import alexnet, bn_inception, googlenet, inception_v3, vgg
 from tfrobust.models._defended import DEFENSES, defended_cnn
 from tfrobust.models._efficient import mobilenet, shufflenet, squeezenet
+from tfrobust.models._mcu import mcu_channels, mcu_cnn
 from tfrobust.models._registry import get, names, register
 from tfrobust.models._residual import (
     cbam_resnet,
@@ -38,6 +39,8 @@ __all__ = [
     "inception_v3",
     "lenet_300_100",
     "madry_cnn",
+    "mcu_channels",
+    "mcu_cnn",
     "mlp_mixer",
     "mobilenet",
     "names",

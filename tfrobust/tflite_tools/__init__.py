@@ -7,6 +7,8 @@ runs, C-array export and deployment reports.
 * :func:`evaluate_deployed` - clean accuracy and transferred-attack accuracy on the .tflite;
 * :func:`tflm_check`, :func:`find_arena_size`, :func:`tflm_parity`, :func:`tflm_missing_ops` -
   TFLite Micro: missing kernels with their layers, smallest arena, output parity with LiteRT;
+* :func:`check_budget` - weight bytes and TFLM arena of a deployed file against a microcontroller
+  budget (:class:`BudgetError` names what is over and by how much);
 * :func:`export_c` - ``.h``/``.cc`` pair for firmware;
 * :func:`generate_c` / :func:`export_binary_c` / :func:`run_on_host` - bit-packed binary networks
   as portable C99 (XNOR + popcount), and :func:`bake_binary_to_int8` for the stock int8 path;
@@ -29,6 +31,14 @@ from tfrobust.tflite_tools._bitpack import (
     pack_bits,
     run_on_host,
     unpack_bits,
+)
+from tfrobust.tflite_tools._budget import (
+    DEFAULT_MAX_ARENA_BYTES,
+    DEFAULT_MAX_WEIGHT_BYTES,
+    Budget,
+    BudgetError,
+    check_budget,
+    weight_bytes,
 )
 from tfrobust.tflite_tools._convert import MODES, UnsupportedOp, UnsupportedOpsError, convert
 from tfrobust.tflite_tools._diagnostics import QuantizationDiagnosis, diagnose_quantization, int8_agreement
@@ -61,6 +71,12 @@ __all__ = [
     "unit_binary_weights",
     "unpack_bits",
     "MODES",
+    "DEFAULT_MAX_ARENA_BYTES",
+    "DEFAULT_MAX_WEIGHT_BYTES",
+    "Budget",
+    "BudgetError",
+    "check_budget",
+    "weight_bytes",
     "ArenaSearch",
     "DeployedEvaluation",
     "KernelInfo",
