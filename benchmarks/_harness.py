@@ -100,7 +100,8 @@ def find_stalls(wall: Sequence[float], cpu: Sequence[float], idle: Sequence[floa
         head = (f"wall {w:.2f} s = {w / w0:.2f}x the fastest round ({w0:.2f} s), CPU {c:.2f} s vs "
                 f"{c0:.2f} s")
         if c > _SAME_WORK * c0:
-            out[i] = head + f": CPU grew {c / c0 if c0 else math.inf:.2f}x too (more work, e.g. a retrace)"
+            out[i] = head + (f": CPU grew {c / c0 if c0 else math.inf:.2f}x too (more work: a retrace, or "
+                                 "thread pools spinning while descheduled)")
             continue
         why = head + ": same work, the extra time was spent off the CPU"
         idle_i = None if idle is None else idle[i]
