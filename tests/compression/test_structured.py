@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfrobust import compression, tflite_tools
 from tfrobust._keras import keras
-from tfrobust.layers import KWinnersTakeAll
+from tfrobust.layers import ChannelActivationSuppressing, KWinnersTakeAll, ScaledWSConv2D
 
 L = keras.layers
 
@@ -345,8 +345,6 @@ def test_iterative_pruning_with_adversarial_finetuning_and_scratch_baselines(sma
 
 
 def test_tfrobust_per_channel_layers_are_sliced_or_refused():
-    from tfrobust.layers import ChannelActivationSuppressing, ScaledWSConv2D
-
     inp = keras.Input((6, 6, 2))
     x = ScaledWSConv2D(6, 3, padding="same", activation="relu", name="ws")(inp)
     x = ChannelActivationSuppressing(3, name="cas")(x)
