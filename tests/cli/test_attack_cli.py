@@ -32,18 +32,19 @@ def test_attack_and_evaluate_write_json_and_markdown(tmp_path, saved_model):
                   "--num_examples=200", f"--out={out}")
     assert res.returncode == 0, res.stderr[-2000:]
     result = json.loads((out / "attack.json").read_text())
-    assert result["num_examples"] == 200 and result["config"]["steps"] == 5
+    assert result["num_examples"] == 200 and result["config"]["attack"]["steps"] == 5
+    assert result["config"]["attack"]["name"] == "pgd" and result["config"]["attack"]["step_size"] is None
     assert result["adversarial_accuracy"] < result["clean_accuracy"]
     assert result["max_linf"] <= 0.05 + 1e-6
     assert "| clean accuracy |" in (out / "attack.md").read_text()
 
     out = tmp_path / "eval"
     res = run_cli("evaluate", f"--model={saved_model}", "--preset=standard", "--eps=0.05", "--steps=5",
-                  "--num_examples=200", f"--out={out}")
+                  "--square_queries=100", "--num_examples=200", f"--out={out}")
     assert res.returncode == 0, res.stderr[-2000:]
     report = json.loads((out / "robustness.json").read_text())
     assert report["config"]["preset"] == "standard"
-    assert list(report["per_attack"])[:2] == ["apgd-ce", "apgd-dlr"]
+    assert list(report["per_attack"]) == ["apgd-ce", "apgd-t", "square"]
     assert report["robust_accuracy"] <= result["adversarial_accuracy"] + 0.05
     assert "### Robust accuracy" in (out / "robustness.md").read_text()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # atomic writes left no temp file

@@ -91,8 +91,8 @@ def _accuracy(fn, x, y, batch_size=500):
 def _pgd20(model, x, y, eps, seed):
     if eps == 0:
         return np.asarray(x)
-    out = [attacks.pgd(model, x[i:i + 500], y[i:i + 500], eps=eps, step_size=2.5 * eps / 20, steps=20,
-                       seed=seed) for i in range(0, len(x), 500)]
+    pgd20 = attacks.get("pgd", eps=eps, steps=20)  # the `fast` preset's attack (step 2.5 eps / 20)
+    out = [pgd20(model, x[i:i + 500], y[i:i + 500], seed=seed) for i in range(0, len(x), 500)]
     return np.concatenate([np.asarray(o) for o in out])
 
 

@@ -12,7 +12,8 @@ flags.DEFINE_string("model", None, "Saved model: .keras, .h5 or a SavedModel fol
                     "(then --source is needed and the deployed file is attacked as deployed).")
 flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "mnist"], "Dataset (its test split).")
 flags.DEFINE_enum("preset", "standard", ["fast", "standard", "adaptive"],
-                  "fast = PGD-20; standard = APGD-CE + APGD-DLR cascade; adaptive = standard + EOT/BPDA.")
+                  "fast = PGD-20; standard = APGD-CE, APGD-T, Square (AutoAttack's standard without FAB-T); "
+                  "adaptive = standard + BPDA, or AutoAttack's rand version (EOT) for random models.")
 flags.DEFINE_float("eps", 0.1, "Perturbation radius (images are in [0, 1]).", lower_bound=0.0)
 flags.DEFINE_enum("norm", "linf", ["linf", "l2"], "Norm of the perturbation ball.")
 flags.DEFINE_integer("steps", None, "Override the preset's attack steps.", lower_bound=1)
@@ -24,8 +25,7 @@ flags.DEFINE_string("data_dir", None, "Folder searched first for the dataset's I
 flags.DEFINE_string("out", None, "Output folder (robustness.json, robustness.md).")
 flags.DEFINE_string("source", None, "With a .tflite --model: the Keras model it was converted from "
                     "(its gradients drive APGD through the interpreter; its standard examples are replayed).")
-flags.DEFINE_integer("square_queries", 5000, "With a .tflite --model: Square's queries per example "
-                     "(0 skips).", lower_bound=0)
+flags.DEFINE_integer("square_queries", 5000, "Square's queries per example (0 skips).", lower_bound=0)
 flags.DEFINE_integer("targets", 3, "With a .tflite --model: APGD-T target classes (AutoAttack: 9; 0 skips).",
                      lower_bound=0)
 flags.mark_flags_as_required(["model", "out"])
@@ -40,7 +40,8 @@ def run() -> int:
     x, y = data.load_dataset(FLAGS.dataset, "test", data_dir=FLAGS.data_dir, limit=FLAGS.num_examples)
     report = evaluation.robust_accuracy(model_fn, x, y, eps=FLAGS.eps, norm=FLAGS.norm, preset=FLAGS.preset,
                                         batch_size=FLAGS.batch_size, model=model, steps=FLAGS.steps,
-                                        eot_samples=FLAGS.eot_samples, seed=FLAGS.seed, verbose=True)
+                                        queries=FLAGS.square_queries, eot_samples=FLAGS.eot_samples,
+                                        seed=FLAGS.seed, verbose=True)
     out = Path(FLAGS.out)
     result = {**report.to_dict(), "model": str(FLAGS.model), "dataset": FLAGS.dataset,
               "environment": utils.environment()}

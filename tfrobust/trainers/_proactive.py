@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import numbers
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from tfrobust import _validate as V
+from tfrobust import attacks
 from tfrobust._keras import check_tf_keras_model
 from tfrobust.utils import atomic_write_json
 
@@ -26,8 +26,9 @@ from tfrobust.utils import atomic_write_json
 class AttackSpec:
     """A named L-inf attack configuration callable as ``spec(model_fn, x, y) -> x_adv``.
 
-    ``name`` is ``"fgsm"`` or ``"pgd"``; PGD uses ``steps`` steps of ``step_size`` (default
-    ``2.5 * eps / steps``) from a uniform random start.
+    A thin front of the attack table (:func:`tfrobust.attacks.get`) for the training loops:
+    ``name`` is ``"fgsm"`` or ``"pgd"``; PGD uses ``steps`` steps of ``step_size`` (None: the
+    table's default ``2.5 * eps / steps``) from a uniform random start.
     """
 
     name: str
@@ -36,26 +37,24 @@ class AttackSpec:
     step_size: float | None = None
 
     def __post_init__(self):
-        if self.name not in ("fgsm", "pgd"):
-            raise ValueError(f"`name` must be 'fgsm' or 'pgd'. Received: name={self.name!r}")
-        if isinstance(self.eps, bool) or not isinstance(self.eps, numbers.Real) or self.eps < 0:
-            raise ValueError(f"`eps` must be a number >= 0. Received: eps={self.eps!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"`steps` must be an int >= 1. Received: steps={self.steps!r}")
+        V.choice("name", self.name, ("fgsm", "pgd"))
+        V.integer("steps", self.steps, minimum=1)
+        self.attack  # noqa: B018 -- builds the configured attack: the table validates eps / step_size
+
+    @property
+    def attack(self) -> attacks.Attack:
+        """The configured attack from :func:`tfrobust.attacks.get`."""
+        if self.name == "fgsm":
+            return attacks.get("fgsm", eps=self.eps)
+        return attacks.get("pgd", eps=self.eps, steps=self.steps, step_size=self.step_size)
 
     def __call__(self, model_fn, x, y):
-        from tfrobust import attacks
-
-        if self.name == "fgsm":
-            return attacks.fgsm(model_fn, x, y, eps=self.eps)
-        step = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
-        return attacks.pgd(model_fn, x, y, eps=self.eps, step_size=step, steps=self.steps)
+        return self.attack(model_fn, x, y)
 
     def describe(self) -> str:
         if self.name == "fgsm":
             return f"FGSM eps={self.eps:g}"
-        step = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
-        return f"PGD-{self.steps} eps={self.eps:g} step={step:.4g}"
+        return f"PGD-{self.steps} eps={self.eps:g} step={self.attack.effective_step_size:.4g}"
 
 
 def _as_attack(value, argument):
@@ -261,7 +260,6 @@ def minimal_perturbation(model, x, y, *, eps_max: float, method: str = "fgsm", s
     Returns:
       float array ``[N]``.
     """
-    from tfrobust import attacks
 
     V.choice("method", method, ("fgsm", "pgd"))
     V.number("eps_max", eps_max, minimum=0.0, open_min=True)
@@ -293,8 +291,7 @@ def minimal_perturbation(model, x, y, *, eps_max: float, method: str = "fgsm", s
             found = np.zeros(len(yb), bool)
             for k in range(1, grid + 1):
                 e = eps_max * k / grid
-                x_adv = attacks.pgd(model, xb, yb.astype(np.int32), eps=e, step_size=2.5 * e / pgd_steps,
-                                    steps=pgd_steps)
+                x_adv = attacks.pgd(model, xb, yb.astype(np.int32), eps=e, steps=pgd_steps)
                 f = (_predict(model, x_adv.numpy()) != yb) & ~found
                 dist = np.where(f, e, dist)
                 found |= f
