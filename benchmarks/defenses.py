@@ -28,9 +28,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from tfrobust import attacks, data, models, utils  # noqa: E402
+from tfrobust import data, models, trainers, utils  # noqa: E402
 from tfrobust._keras import keras  # noqa: E402
 from tfrobust.evaluation import robust_accuracy  # noqa: E402
 
@@ -57,29 +56,22 @@ PAPER = {
 
 
 def _train(defense, adversarial, x, y, *, epochs, batch_size, seed):
+    """Train through the library: ``AdversarialTrainer`` (PGD-7, step 2.5 eps / 7) or ``Trainer``.
+
+    CAS, CIFS and PCL pass their ``(train_model, model)`` pair: the attack runs on the deployed
+    (prediction-path) model, the loss on the label-conditioned path including the layers' terms.
+    """
     keras.utils.set_random_seed(seed)
     train_model, model = models.defended_cnn(defense, return_train_model=True)
-    opt = keras.optimizers.Adam(1e-3)
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    pair = (train_model, model) if defense in LABELLED else model
+    if adversarial:
+        trainer = trainers.AdversarialTrainer(pair, method="pgd", eps=EPS, steps=7, seed=seed)
+    else:
+        trainer = trainers.Trainer(pair)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     ds = data.as_tf_dataset(x, y, batch_size=batch_size, shuffle=True, seed=seed)
-    labelled = defense in LABELLED
-
-    @tf.function
-    def step(xb, yb):
-        if adversarial:
-            # PGD-7 (Madry): the attack sees the deployed (prediction-path) model.
-            xb = attacks.pgd(model, xb, yb, eps=EPS, step_size=2.5 * EPS / 7, steps=7)
-        with tf.GradientTape() as tape:
-            logits = train_model([xb, yb] if labelled else xb, training=True)
-            loss = ce(yb, logits) + tf.add_n(train_model.losses or [tf.constant(0.0)])
-        grads = tape.gradient(loss, train_model.trainable_variables)
-        opt.apply_gradients(zip(grads, train_model.trainable_variables))
-        return loss
-
     start = time.perf_counter()
-    for _ in range(epochs):
-        for xb, yb in ds:
-            step(xb, yb)
+    trainer.fit(ds, epochs=epochs, verbose=0)
     return model, time.perf_counter() - start
 
 

@@ -96,19 +96,21 @@ def _pgd20(model, x, y, eps, seed):
     return np.concatenate([np.asarray(o) for o in out])
 
 
-def _fit(s: Settings, model, ds, *, lr, epochs, callbacks=()):
+def _fit(s: Settings, model, ds, *, lr, epochs, callbacks=(), train_model=None):
     """Train ``model`` the way the run trains: through ``AdversarialTrainer`` unless ``--adv=none``.
 
     Used by the train stage and by every fine-tuning of the compress stage: fine-tuning a robust
-    model on clean images alone undoes its adversarial training.
+    model on clean images alone undoes its adversarial training. ``train_model`` is the
+    label-conditioned training path of CAS/CIFS/PCL (the attack still runs on ``model``).
     """
-    if s.adv == "none" or s.defense in LABELLED:
+    if s.adv == "none":
         _compile(model, lr)
         return model.fit(ds, epochs=epochs, callbacks=list(callbacks), verbose=2)
     from tfrobust.trainers import AdversarialTrainer
 
     steps = {"pgd": 7, "trades": 7}.get(s.adv, 1)
-    trainer = AdversarialTrainer(model, method=s.adv, eps=s.eps, steps=steps, seed=s.seed)
+    trainer = AdversarialTrainer(model, train_model=train_model, method=s.adv, eps=s.eps, steps=steps,
+                                 seed=s.seed)
     trainer.compile(optimizer=keras.optimizers.Adam(lr), metrics=["accuracy"])
     return trainer.fit(ds, epochs=epochs, callbacks=list(callbacks), verbose=2)
 
@@ -134,11 +136,9 @@ def stage_train(ctx: Context) -> dict:
                                                  return_train_model=True)
     else:
         model = train_model = models.get(s.model, input_shape=info.image_shape, num_classes=info.num_classes)
-    if s.defense in LABELLED:
-        if s.adv != "none":
-            raise ValueError(f"--defense={s.defense} needs the labels in training and is trained with "
-                             "--adv=none here; use benchmarks/defenses.py for its adversarial training. "
-                             f"Received: --adv={s.adv}")
+    if s.defense in LABELLED and s.adv != "none":
+        history = _fit(s, model, ds, lr=s.lr, epochs=s.epochs, callbacks=[backup], train_model=train_model)
+    elif s.defense in LABELLED:
         _compile(train_model, s.lr)
         ds_xy = ds.map(lambda a, b: ((a, b), b))
         history = train_model.fit(ds_xy, epochs=s.epochs, callbacks=[backup], verbose=2)

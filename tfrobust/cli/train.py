@@ -1,9 +1,12 @@
 """``tfrobust train``: train a model on a dataset, write ``model.keras`` and ``metrics.json``.
 
-Training goes through :mod:`tfrobust.trainers`: ``--adv`` selects adversarial training,
-``--distill_from`` distils a saved teacher into the chosen model, ``--mixup`` and
-``--label_smoothing`` transform the training batches. The saved model is always the plain
-(wrapped) Keras model.
+Training goes through :mod:`tfrobust.trainers`: ``--adv`` selects adversarial training (with any
+``--defense``: CAS, CIFS and PCL train their label-conditioned path on the adversarial examples,
+which are crafted on the inference model), ``--distill_from`` distils a saved teacher (or a
+comma-separated ensemble of them, soft targets averaged) into the chosen model, ``--mixup``,
+``--label_smoothing`` and ``--random_erasing`` transform the training batches and
+``--agc_clipping`` turns on adaptive gradient clipping. The saved model is always the plain
+(wrapped) inference model.
 """
 
 from __future__ import annotations
@@ -36,20 +39,35 @@ flags.DEFINE_enum("adv", "none", ["none", "fgsm", "fgsm_rs", "pgd", "trades"],
 flags.DEFINE_float("eps", 0.1, "L-inf radius of adversarial training (images in [0, 1]).", lower_bound=0.0)
 flags.DEFINE_integer("adv_steps", 7, "Attack steps for --adv=pgd/trades.", lower_bound=1)
 flags.DEFINE_integer("eps_warmup_epochs", 0, "Epochs of linear eps warm-up.", lower_bound=0)
-flags.DEFINE_string("distill_from", None, "Saved teacher model (.keras/.h5/SavedModel) to distil from.")
+flags.DEFINE_string("distill_from", None, "Saved teacher model (.keras/.h5/SavedModel) to distil from, "
+                    "or a comma-separated list of them (an ensemble: soft targets averaged).")
 flags.DEFINE_float("distill_temperature", 4.0, "Distillation temperature T.", lower_bound=1e-6)
 flags.DEFINE_float("distill_alpha", 0.1, "Weight of the hard-label loss in distillation.",
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float("mixup", 0.0, "mixup Beta(alpha, alpha) parameter; 0 disables mixup.", lower_bound=0.0)
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing epsilon; 0 disables it.",
                    lower_bound=0.0, upper_bound=0.999)
+flags.DEFINE_float("random_erasing", 0.0, "Random erasing probability p (Zhong et al.); 0 disables it.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("agc_clipping", None, "Adaptive gradient clipping lambda (Brock et al.; e.g. 0.04); "
+                   "unset disables AGC. The logits layer is excluded, as in the paper.", lower_bound=0.0)
 flags.DEFINE_enum("robust_preset", "fast", ["fast", "standard"],
                   "With --adv: tfrobust.evaluation preset of the robust accuracy in metrics.json "
                   "(fast = PGD-20, standard = APGD-CE + APGD-DLR).")
 flags.mark_flag_as_required("out")
 
 
-def _make_trainer(model, steps_per_epoch):
+def _teacher_paths():
+    paths = [p.strip() for p in (FLAGS.distill_from or "").split(",") if p.strip()]
+    for p in paths:
+        if not Path(p).exists():
+            raise FileNotFoundError(f"teacher model not found: {p}. "
+                                    f"Received: distill_from={FLAGS.distill_from!r}")
+    return paths
+
+
+def _make_trainer(model, steps_per_epoch, train_model=None):
+    """The trainer of the run; ``train_model`` is the label-conditioned path of CAS/CIFS/PCL."""
     from tfrobust import trainers
     from tfrobust._keras import keras
 
@@ -57,18 +75,21 @@ def _make_trainer(model, steps_per_epoch):
         raise ValueError("--adv and --distill_from cannot be combined in one run; train the robust "
                          f"teacher first, then distil it. Received: adv={FLAGS.adv!r}, "
                          f"distill_from={FLAGS.distill_from!r}")
+    common = {"agc_clipping": FLAGS.agc_clipping, "agc_exclude": ("logits",)}
     if FLAGS.adv != "none":
-        return trainers.AdversarialTrainer(model, method=FLAGS.adv, eps=FLAGS.eps, steps=FLAGS.adv_steps,
+        return trainers.AdversarialTrainer(model, train_model=train_model, method=FLAGS.adv, eps=FLAGS.eps,
+                                           steps=FLAGS.adv_steps,
                                            eps_warmup_steps=FLAGS.eps_warmup_epochs * steps_per_epoch,
-                                           seed=FLAGS.seed)
+                                           seed=FLAGS.seed, **common)
     if FLAGS.distill_from:
-        path = Path(FLAGS.distill_from)
-        if not path.exists():
-            raise FileNotFoundError(f"teacher model not found. Received: distill_from={FLAGS.distill_from!r}")
-        teacher = keras.models.load_model(path, compile=False)
-        return trainers.Distiller(model, teacher=teacher, temperature=FLAGS.distill_temperature,
-                                  alpha=FLAGS.distill_alpha)
-    return trainers.Trainer(model)
+        if train_model is not None:
+            raise ValueError("distilling into a label-conditioned defense is not supported; pick "
+                             f"another --defense or drop --distill_from. Received: defense={FLAGS.defense!r}")
+        teachers = [keras.models.load_model(p, compile=False) for p in _teacher_paths()]
+        return trainers.Distiller(model, teacher=teachers if len(teachers) > 1 else teachers[0],
+                                  temperature=FLAGS.distill_temperature, alpha=FLAGS.distill_alpha,
+                                  **common)
+    return trainers.Trainer(model, train_model=train_model, **common)
 
 
 def run() -> int:
@@ -85,17 +106,18 @@ def run() -> int:
     x_test, y_test = data.load_dataset(FLAGS.dataset, "test", data_dir=FLAGS.data_dir,
                                        limit=FLAGS.test_subset)
     info = data.dataset_info(FLAGS.dataset)
+    train_model = None
     if FLAGS.defense == "none":
         model = models.get(FLAGS.model, input_shape=info.image_shape, num_classes=info.num_classes)
-    elif FLAGS.defense in ("cas", "cifs", "pcl"):
-        raise ValueError("this defense needs the labels inside the model during training (a "
-                         "label-conditioned training model); train it with "
-                         "`tfrobust pipeline --defense=...`. "
-                         f"Received: defense={FLAGS.defense!r}")
     else:
-        model = models.defended_cnn(FLAGS.defense, input_shape=info.image_shape, num_classes=info.num_classes)
+        train_model, model = models.defended_cnn(FLAGS.defense, input_shape=info.image_shape,
+                                                 num_classes=info.num_classes, return_train_model=True)
+        if train_model is model:  # not label-conditioned
+            train_model = None
     train_ds = data.as_tf_dataset(x_train, y_train, batch_size=FLAGS.batch_size, shuffle=True,
                                   seed=FLAGS.seed)
+    if FLAGS.random_erasing > 0:
+        train_ds = train_ds.map(trainers.random_erasing_fn(FLAGS.random_erasing, seed=FLAGS.seed))
     soft_labels = FLAGS.mixup > 0 or FLAGS.label_smoothing > 0
     if FLAGS.mixup > 0:
         train_ds = train_ds.map(trainers.mixup_fn(FLAGS.mixup, num_classes=info.num_classes,
@@ -104,7 +126,7 @@ def run() -> int:
         train_ds = train_ds.map(trainers.label_smoothing_fn(FLAGS.label_smoothing,
                                                             num_classes=info.num_classes))
     steps_per_epoch = -(-len(x_train) // FLAGS.batch_size)
-    trainer = _make_trainer(model, steps_per_epoch)
+    trainer = _make_trainer(model, steps_per_epoch, train_model)
     # Soft (mixup / smoothed) training labels need the categorical accuracy; the test labels are
     # then one-hot too, so the same metric serves both.
     accuracy = keras.metrics.CategoricalAccuracy(name="accuracy") if soft_labels else "accuracy"
@@ -153,11 +175,13 @@ def run() -> int:
         "adv_steps": FLAGS.adv_steps if FLAGS.adv in ("pgd", "trades") else None,
         "robust_accuracy": robust,
         "robust_evaluation": robust_config,
-        "distill_from": FLAGS.distill_from,
+        "distill_from": _teacher_paths() or None,
         "distill_temperature": FLAGS.distill_temperature if FLAGS.distill_from else None,
         "distill_alpha": FLAGS.distill_alpha if FLAGS.distill_from else None,
         "mixup": FLAGS.mixup,
         "label_smoothing": FLAGS.label_smoothing,
+        "random_erasing": FLAGS.random_erasing,
+        "agc_clipping": FLAGS.agc_clipping,
         "train_seconds": round(train_seconds, 2),
         "environment": utils.environment(),
     }

@@ -52,13 +52,34 @@ class AdversarialTrainer(Trainer):
     Labels may be sparse ``[N]`` or one-hot/soft ``[N, K]`` (mixup, label smoothing); the attacks
     then target the argmax label.
 
+    Defenses with a label-conditioned training path (CAS, CIFS, PCL: ``defended_cnn(defense,
+    return_train_model=True)`` or ``tfrobust.layers.label_conditioned_pair``) are trained as their
+    papers train them by passing the pair, ``AdversarialTrainer((train_model, model), ...)`` (or
+    ``AdversarialTrainer(model, train_model=train_model, ...)``):
+
+    - ``x_adv`` is crafted on the **inference model** ``model`` (``training=False``: CAS masks
+      channels with the probe's predicted class, CIFS with its top-2), the model an attacker
+      faces and the path the official CAS and CIFS code attacks (PyTorch ``eval()`` mode). Its
+      gradients are those of the deployed graph: the mask's class selection is piecewise constant
+      and gets no gradient, exactly as in the papers' code. (The CAS code also adds ``beta`` times
+      the probe's cross-entropy to the *attack's* objective; the inference model has no probe
+      output, so the attack here is plain cross-entropy on the logits, i.e. Madry's PGD on the
+      deployed model.)
+    - The loss is computed on the **training path** ``train_model([x_adv, y])`` (true-label mask)
+      and includes the layers' own ``add_loss`` terms of that forward pass: CAS ``J(x') + beta *
+      L_CAS(x')``, CIFS ``J(x') + beta * CE(probe(x'), y)``, PCL ``J(x') + weight * L_PC(f(x'))``
+      for ``pgd``/``fgsm_rs``; for ``fgsm``/``trades`` one pass over ``[x; x']`` averages the
+      terms over both halves.
+    - ``adv_accuracy`` in training is the inference model's on ``x_adv`` (the training path's
+      true-label mask would flatter it); ``accuracy`` is on the training path's logits.
+
     The random starts of ``fgsm_rs`` and ``trades`` use stateless random numbers keyed on the
     optimizer step, the seed and the replica, so an interrupted run resumed with BackupAndRestore
     repeats exactly the losses of an uninterrupted one; ``pgd`` draws its random start from the
     attack's global RNG (set ``random_start=False`` for a bit-reproducible resume).
 
     Args:
-      model: the tf_keras model (returns logits).
+      model: the tf_keras model (returns logits), or a ``(train_model, model)`` pair.
       method: one of ``"fgsm"``, ``"fgsm_rs"``, ``"pgd"``, ``"trades"``.
       eps: L-inf radius (images in [clip_min, clip_max]).
       alpha: weight of the clean loss for ``"fgsm"``, in [0, 1].
@@ -71,7 +92,7 @@ class AdversarialTrainer(Trainer):
       eval_steps: PGD steps of the evaluation attack (step ``2.5 * eps / eval_steps``).
       clip_min, clip_max: valid input range.
       seed: seed of the stateless random starts.
-      **kwargs: :class:`Trainer` options (``agc_clipping``, ...).
+      **kwargs: :class:`Trainer` options (``train_model``, ``agc_clipping``, ...).
 
     Example:
       >>> trainer = AdversarialTrainer(madry_cnn(), method="pgd", eps=0.1, steps=7)  # doctest: +SKIP
@@ -79,6 +100,8 @@ class AdversarialTrainer(Trainer):
       >>> backup = keras.callbacks.BackupAndRestore("bk")  # doctest: +SKIP
       >>> trainer.fit(train_ds, epochs=10, callbacks=[backup])  # doctest: +SKIP
       >>> trainer.save_inner("robust.keras")  # doctest: +SKIP
+      >>> pair = defended_cnn("cas", return_train_model=True)  # CAS + PGD-7 AT  # doctest: +SKIP
+      >>> trainer = AdversarialTrainer(pair, method="pgd", eps=0.1, steps=7)  # doctest: +SKIP
 
     References:
       Goodfellow et al. 2015, https://arxiv.org/abs/1412.6572;
@@ -179,27 +202,36 @@ class AdversarialTrainer(Trainer):
         return tf.clip_by_value(x + tf.clip_by_value(x1 - x, -eps, eps), lo, hi)
 
     def prepare_batch(self, x, y, sample_weight):
-        return {"x_adv": tf.stop_gradient(self._attack(x, y))}
+        x_adv = tf.stop_gradient(self._attack(x, y))
+        extras = {"x_adv": x_adv}
+        if self.train_model is not None:
+            # The training path masks channels with the true label, so its accuracy flatters the
+            # model; adv_accuracy is measured on the inference path, as an attacker meets it.
+            extras["inference_adv_logits"] = tf.stop_gradient(self.model(x_adv, training=False))
+        return extras
 
     def batch_loss(self, x, y, sample_weight, extras):
         x_adv = extras["x_adv"]
+        logs = {}
+        if "inference_adv_logits" in extras:
+            logs["adv_logits"] = extras["inference_adv_logits"]
+        if self.method in ("fgsm_rs", "pgd"):
+            adv = self.forward(x_adv, y, training=True)
+            return self.task_loss(y, adv, sample_weight), adv, {"adv_logits": adv, **logs}
+        # fgsm and trades: one forward pass over [x; x_adv], so the layers' add_loss terms (CAS,
+        # CIFS, PCL) average over the clean and the adversarial halves.
+        n = tf.shape(x)[0]
+        both = self.forward(tf.concat([x, x_adv], axis=0), tf.concat([y, y], axis=0), training=True)
+        clean, adv = both[:n], both[n:]
+        logs = {"adv_logits": adv, **logs}
         if self.method == "fgsm":
-            n = tf.shape(x)[0]
-            both = self.model(tf.concat([x, x_adv], axis=0), training=True)
-            clean, adv = both[:n], both[n:]
             loss = (self.alpha * self.task_loss(y, clean, sample_weight)
                     + (1.0 - self.alpha) * self.task_loss(y, adv, sample_weight))
-            return loss, clean, {"adv_logits": adv}
-        if self.method in ("fgsm_rs", "pgd"):
-            adv = self.model(x_adv, training=True)
-            return self.task_loss(y, adv, sample_weight), adv, {"adv_logits": adv}
-        n = tf.shape(x)[0]
-        both = self.model(tf.concat([x, x_adv], axis=0), training=True)
-        clean, adv = both[:n], both[n:]
+            return loss, clean, logs
         # float32 KL: under mixed_float16 the logits are float16 and the task loss is float32.
         robust = average_loss(kl_divergence(tf.cast(clean, tf.float32), tf.cast(adv, tf.float32)),
                               sample_weight)
-        return self.task_loss(y, clean, sample_weight) + self.beta * robust, clean, {"adv_logits": adv}
+        return self.task_loss(y, clean, sample_weight) + self.beta * robust, clean, logs
 
     # ------------------------------------------------------------------ metrics
     def extra_metrics(self):

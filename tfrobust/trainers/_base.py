@@ -41,6 +41,29 @@ def hard_labels(y):
     return tf.cast(tf.reshape(y, [-1]), tf.int32)
 
 
+def split_pair(model, train_model=None):
+    """``(model, train_model)`` from ``model`` or a ``(train_model, model)`` pair, checked."""
+    if isinstance(model, (tuple, list)):
+        if len(model) != 2 or train_model is not None:
+            raise ValueError("`model` must be a model or a (train_model, model) pair, and "
+                             "`train_model` must not be given with a pair. "
+                             f"Received: model={model!r}, train_model={train_model!r}")
+        train_model, model = model
+    check_tf_keras_model(model)
+    if train_model is None:
+        return model, None
+    check_tf_keras_model(train_model)
+    if len(train_model.inputs or ()) != 2:
+        raise ValueError("`train_model` must take [images, labels] (a label-conditioned training "
+                         f"model). Received: train_model with {len(train_model.inputs or ())} inputs")
+    if {v.ref() for v in train_model.trainable_variables} != {v.ref() for v in model.trainable_variables}:
+        raise ValueError("`train_model` and `model` must share every trainable weight (build both "
+                         "with tfrobust.layers.label_conditioned_pair or defended_cnn(..., "
+                         f"return_train_model=True)). Received: train_model={train_model.name!r}, "
+                         f"model={model.name!r}")
+    return model, train_model
+
+
 @keras.utils.register_keras_serializable(package="tfrobust")
 class Trainer(keras.Model):
     """Train a wrapped model with ``fit``; the base class trains on the plain task loss.
@@ -53,8 +76,19 @@ class Trainer(keras.Model):
     (sparse for ``[N]`` labels, categorical for one-hot/soft ``[N, K]`` labels such as mixup's). A
     compiled loss must take logits (``from_logits=True``): tfrobust models return logits.
 
+    Label-conditioned defenses (CAS, CIFS, PCL) have two entry points sharing every weight: the
+    training model ``[x, y] -> logits`` (the true label picks the channel mask and the layers
+    ``add_loss`` their own terms) and the inference model ``x -> logits`` (what is attacked,
+    evaluated, saved and deployed). Pass both, as ``Trainer((train_model, model))`` (what
+    ``defended_cnn(..., return_train_model=True)`` and ``label_conditioned_pair`` return) or as
+    ``Trainer(model, train_model=train_model)``: the objective is then computed on the training
+    path (:meth:`forward`, the labels as hard class ids) and includes the ``add_loss`` terms of
+    that forward pass; ``evaluate``, ``predict`` and saving use ``model``.
+
     Args:
-      model: the tf_keras model to train (returns logits).
+      model: the tf_keras model to train (returns logits), or a ``(train_model, model)`` pair.
+      train_model: optional label-conditioned training model ``[x, y] -> logits`` sharing all
+        of ``model``'s trainable weights.
       agc_clipping: lambda of :func:`adaptive_clip_gradients`; None disables AGC.
       agc_eps: weight-norm floor of AGC.
       agc_exclude: substrings of variable names AGC leaves alone (the paper excludes the final
@@ -68,15 +102,16 @@ class Trainer(keras.Model):
       >>> trainer.save_inner("model.keras")  # doctest: +SKIP
     """
 
-    def __init__(self, model, *, agc_clipping: float | None = None, agc_eps: float = 1e-3,
-                 agc_exclude=(), name: str | None = None, **kwargs):
-        check_tf_keras_model(model)
+    def __init__(self, model, *, train_model=None, agc_clipping: float | None = None,
+                 agc_eps: float = 1e-3, agc_exclude=(), name: str | None = None, **kwargs):
+        model, train_model = split_pair(model, train_model)
         if agc_clipping is not None:
             check_agc_args(agc_clipping, agc_eps)
         if isinstance(agc_exclude, str) or not all(isinstance(s, str) for s in agc_exclude):
             raise TypeError(f"`agc_exclude` must be a list of strings. Received: agc_exclude={agc_exclude!r}")
         super().__init__(name=name or f"{model.name}_trainer", **kwargs)
         self.model = model
+        self.train_model = train_model
         self.agc_clipping = agc_clipping
         self.agc_eps = agc_eps
         self.agc_exclude = tuple(agc_exclude)
@@ -126,9 +161,22 @@ class Trainer(keras.Model):
         return average_loss(per_example, sample_weight)
 
     def regularization_loss(self):
-        if not self.model.losses:
+        """The ``losses`` of the last forward pass (weight penalties, layers' ``add_loss`` terms).
+
+        Keras clears a layer's ``add_loss`` terms at each top-level call, so inside the tape these
+        are the terms of the forward pass the objective was computed on (for a label-conditioned
+        pair: the training path's CAS / CIFS probe or PCL terms on that batch).
+        """
+        losses = (self.train_model if self.train_model is not None else self.model).losses
+        if not losses:
             return tf.constant(0.0)
-        return tf.add_n([tf.cast(v, tf.float32) for v in self.model.losses]) / num_replicas()
+        return tf.add_n([tf.cast(v, tf.float32) for v in losses]) / num_replicas()
+
+    def forward(self, x, y, training=True):
+        """Logits of the training path: ``train_model([x, class ids])`` for a pair, else ``model(x)``."""
+        if self.train_model is None:
+            return self.model(x, training=training)
+        return self.train_model([x, hard_labels(y)], training=training)
 
     def logits_fn(self, x):
         """The wrapped model in inference mode: the ``model_fn`` handed to attacks."""
@@ -143,7 +191,7 @@ class Trainer(keras.Model):
     def batch_loss(self, x, y, sample_weight, extras):
         """Return ``(loss, logits_for_metrics, logs)`` computed inside the gradient tape."""
         del extras
-        logits = self.model(x, training=True)
+        logits = self.forward(x, y, training=True)
         return self.task_loss(y, logits, sample_weight), logits, {}
 
     def update_extra_metrics(self, y, logs):
@@ -244,6 +292,11 @@ class Trainer(keras.Model):
         return atomic_save_model(self.model, path)
 
     def get_config(self):
+        if self.train_model is not None:
+            # Two models sharing weights do not survive serialization as two configs.
+            raise NotImplementedError("A trainer of a (train_model, model) pair has no config: "
+                                      "rebuild the pair and the trainer in code, and save the "
+                                      "inference model with save_inner().")
         return {
             "model": keras.saving.serialize_keras_object(self.model),
             "agc_clipping": self.agc_clipping,
