@@ -18,14 +18,15 @@ def _model(seed=0):
     return keras.Model(inp, out)
 
 
-def _numpy_stats(gap, labels, num_classes, threshold, relative):
+def _numpy_stats(features, labels, num_classes, threshold, relative):
+    flat = features.reshape(len(features), -1, features.shape[-1])  # [N, positions, K]
+    gap = flat.mean(axis=1)
     counts = np.zeros((num_classes, gap.shape[1]), np.int64)
     magnitude = np.zeros((num_classes, gap.shape[1]))
     for c in range(num_classes):
-        rows = gap[labels == c]
-        counts[c] = (rows > threshold).sum(axis=0)
-        if len(rows):
-            magnitude[c] = rows.mean(axis=0)
+        counts[c] = (flat[labels == c] > threshold).sum(axis=(0, 1))
+        if (labels == c).any():
+            magnitude[c] = gap[labels == c].mean(axis=0)
     largest = counts.max(axis=1, keepdims=True)
     activated = (counts > relative * largest) & (largest > 0)
     return counts, magnitude, activated
@@ -38,10 +39,10 @@ def test_counts_magnitudes_and_one_percent_rule_match_numpy(threshold):
     x = rng.uniform(size=(40, 6, 6, 1)).astype(np.float32)
     y = rng.integers(0, 3, size=40)
     stats = CH.channel_statistics(model, x, y, layers=["conv", "feat"], threshold=threshold, batch_size=16)
-    conv = keras.Model(model.inputs, model.get_layer("conv").output)(x).numpy().mean(axis=(1, 2))
+    conv = keras.Model(model.inputs, model.get_layer("conv").output)(x).numpy()
     feat = keras.Model(model.inputs, model.get_layer("feat").output)(x).numpy()
-    for name, gap in (("conv", conv), ("feat", feat)):
-        counts, magnitude, activated = _numpy_stats(gap.astype(np.float64), y, 3, threshold, 0.01)
+    for name, f in (("conv", conv), ("feat", feat)):
+        counts, magnitude, activated = _numpy_stats(f.astype(np.float64), y, 3, threshold, 0.01)
         np.testing.assert_array_equal(stats[name].counts, counts)
         np.testing.assert_allclose(stats[name].magnitude, magnitude, rtol=1e-5, atol=1e-7)
         np.testing.assert_array_equal(stats[name].activated, activated)

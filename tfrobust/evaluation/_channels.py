@@ -12,8 +12,12 @@ for a dense layer), the channel-wise activation is the GAP
 
 Per class :math:`c` (the *true* label, for natural and adversarial images alike):
 
-- **activation count** :math:`n_{ck} = |\{x \in X_c : \hat f^l_k(x) > \tau\}|` (``threshold``
-  :math:`\tau`, default 0: a ReLU channel that responds anywhere in the image);
+- **activation count** :math:`n_{ck} = \sum_{x \in X_c} |\{(i, j) : f^l_k(x)_{ij} > \tau\}|`, how many
+  times channel :math:`k` fires over the images of class :math:`c` and their :math:`H \times W`
+  positions (``threshold`` :math:`\tau`, default 0: a ReLU unit that is on; for a dense layer
+  :math:`H = W = 1` and the count is the number of images on which the unit is on). Counting
+  positions, not images, keeps the statistic informative for convolutional layers, where almost
+  every channel responds *somewhere* in every image;
 - **activated channels**: :math:`n_{ck} > 0.01 \max_{k'} n_{ck'}` — a channel counts as activated
   for the class when its count exceeds 1% of the largest count over the layer's channels (the CAS
   paper's rule; ``relative`` sets the 1%);
@@ -47,7 +51,8 @@ class ChannelStats:
 
     Attributes:
       layer: the layer's name.
-      counts: ``[C, K]`` int, images of class ``c`` on which channel ``k`` fired.
+      counts: ``[C, K]`` int, times channel ``k`` fired over the images of class ``c`` and their
+        positions.
       images_per_class: ``[C]`` int.
       magnitude: ``[C, K]`` float, mean GAP activation per class and channel.
       activated: ``[C, K]`` bool, the 1%-of-the-largest-count rule.
@@ -64,7 +69,8 @@ class ChannelStats:
 
     @property
     def frequency(self) -> np.ndarray:
-        """``counts / images_per_class`` ``[C, K]`` (NaN rows for classes without images)."""
+        """``counts / images_per_class`` ``[C, K]``: positions that fire per image (for a dense layer,
+        the share of images; NaN rows for classes without images)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.counts / self.images_per_class[:, None]
 
@@ -143,13 +149,13 @@ def _penultimate(model):
     raise ValueError("could not find the layer feeding the model's last layer; pass `layers=[...]` by name.")
 
 
-def _gap(features) -> np.ndarray:
+def _gap_and_fired(features, threshold):
+    """Per image: the GAP activation ``[N, K]`` and the number of positions that fire ``[N, K]``."""
     f = np.asarray(features, dtype=np.float64)
-    if f.ndim == 2:
-        return f
     if f.ndim < 2:
         raise ValueError(f"a layer output must be [N, K] or [N, ..., K]. Received: shape {f.shape}")
-    return f.reshape(f.shape[0], -1, f.shape[-1]).mean(axis=1)
+    f = f.reshape(f.shape[0], -1, f.shape[-1])
+    return f.mean(axis=1), (f > threshold).sum(axis=1).astype(np.float64)
 
 
 def channel_statistics(model, x, y, *, layers=None, num_classes: int | None = None, threshold: float = 0.0,
@@ -162,7 +168,7 @@ def channel_statistics(model, x, y, *, layers=None, num_classes: int | None = No
       y: true class indices ``[N]`` (one-hot rows accepted); images are grouped by them.
       layers: layer names (default: the layer feeding the last layer).
       num_classes: number of classes (default: the model's output width).
-      threshold: ``tau``: a channel fires on an image when its GAP activation exceeds it.
+      threshold: ``tau``: a channel fires at a position when its activation exceeds it.
       relative: activated when the count exceeds ``relative`` x the layer's largest count (0.01).
       batch_size: images per forward pass.
 
@@ -186,18 +192,20 @@ def channel_statistics(model, x, y, *, layers=None, num_classes: int | None = No
         raise ValueError(f"`x` must be a batch of the model's input shape [N, {', '.join(map(str, want))}]. "
                          f"Received: x.shape={x.shape}")
     labels = V.labels(y, n=len(x), num_classes=num_classes)
-    gaps = [[] for _ in names]
+    gaps, fired = [[] for _ in names], [[] for _ in names]
     for start in range(0, len(x), batch_size):
         out = feats(tf.convert_to_tensor(x[start:start + batch_size], tf.float32), training=False)
         out = out if isinstance(out, (list, tuple)) else [out]
         for i, o in enumerate(out):
-            gaps[i].append(_gap(o))
+            g, n = _gap_and_fired(o, threshold)
+            gaps[i].append(g)
+            fired[i].append(n)
     per_class = np.bincount(labels, minlength=num_classes)
     onehot = np.eye(num_classes, dtype=np.float64)[labels]  # [N, C]
     result = {}
-    for name, parts in zip(names, gaps):
+    for name, parts, fires in zip(names, gaps, fired):
         g = np.concatenate(parts)  # [N, K]
-        counts = (onehot.T @ (g > threshold).astype(np.float64)).round().astype(np.int64)  # [C, K]
+        counts = (onehot.T @ np.concatenate(fires)).round().astype(np.int64)  # [C, K]
         with np.errstate(invalid="ignore", divide="ignore"):
             magnitude = np.where(per_class[:, None] > 0, (onehot.T @ g) / per_class[:, None], 0.0)
         largest = counts.max(axis=1, keepdims=True)
