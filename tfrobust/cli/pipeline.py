@@ -1,5 +1,9 @@
 """``tfrobust pipeline``: train -> evaluate -> compress -> convert -> deploy_eval -> export_c -> report.
 
+``--target=mcu`` runs the microcontroller job instead (``tfrobust/cli/_pipeline_mcu.py``): choose
+the widest ``mcu_cnn`` inside ``--max_weight_bytes`` / ``--max_arena_bytes``, train it robustly,
+convert it, check the budgets on the deployed file, attack the deployed file, frontier, C export.
+
 The README's main job. Every stage writes its artefacts atomically and ``stages/<stage>.json``;
 ``--resume`` continues an interrupted run from the first unfinished stage (with the same
 settings: a mismatch is refused). ``--flagfile=FILE`` (absl) reproduces a run; the settings,
@@ -22,8 +26,27 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("out", "runs/pipeline", "Run folder (artefacts, report.md, report.json, plots/).")
 flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out from its first unfinished stage.")
-flags.DEFINE_enum("stop_after", None, ["train", "evaluate", "compress", "convert", "deploy_eval",
-                                       "export_c"], "Stop after this stage (resume later with --resume).")
+flags.DEFINE_enum("stop_after", None, ["choose", "train", "evaluate", "compress", "convert", "deploy_eval",
+                                       "frontier", "export_c"],
+                  "Stop after this stage (resume later with --resume).")
+flags.DEFINE_enum("target", "default", ["default", "mcu"], "default: the Keras model of --model, shipped as "
+                  "int8 for phones and TFLite Micro; mcu: a robust model inside a microcontroller budget "
+                  "(--max_weight_bytes, --max_arena_bytes).")
+flags.DEFINE_integer("max_weight_bytes", 65536, "--target=mcu: weight bytes of the deployed file (every "
+                     "constant buffer).", lower_bound=1)
+flags.DEFINE_integer("max_arena_bytes", 32768, "--target=mcu: TFLite Micro arena at batch 1.", lower_bound=1)
+flags.DEFINE_float("width", None, "--target=mcu: mcu_cnn width multiplier (default: the widest that fits).")
+flags.DEFINE_integer("apgd_steps", 100, "--target=mcu: APGD iterations of the deployed evaluation.",
+                     lower_bound=1)
+flags.DEFINE_integer("square_queries", 5000, "--target=mcu: Square queries of the deployed evaluation "
+                     "(0 skips Square).", lower_bound=0)
+flags.DEFINE_list("frontier", ["prune0.5", "prune0.75"], "--target=mcu: frontier variants of the "
+                  "trained model (prune<fraction>: that fraction of every hidden layer's units removed, "
+                  "then fine-tuned); empty: the shipped point only.")
+flags.DEFINE_integer("frontier_subset", 500, "--target=mcu: evaluation images of the frontier points.",
+                     lower_bound=1)
+flags.DEFINE_integer("guard_examples", 500, "--target=mcu: held-out training images of the per-epoch "
+                     "PGD-10 guard against catastrophic overfitting.", lower_bound=1)
 flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "mnist"], "Dataset.")
 flags.DEFINE_enum("model", "small_cnn", names(), "Architecture (used when --defense=none).")
 flags.DEFINE_enum("defense", "none", sorted(DEFENSES), "Defense inserted in the small CNN.")
@@ -67,6 +90,48 @@ def _settings():
                     seed=FLAGS.seed, data_dir=FLAGS.data_dir)
 
 
+#: --target=mcu defaults where they differ from the default target's (measured in docs/mcu.md).
+MCU_DEFAULTS = {"epochs": 8, "lr": 2e-3, "qat": False}
+#: Flags of the default target that --target=mcu does not use (given explicitly: refused).
+NOT_MCU = ("model", "defense", "eps_curve", "prune_sparsity", "gradient_free_examples")
+ONLY_MCU = ("max_weight_bytes", "max_arena_bytes", "width", "apgd_steps", "square_queries", "frontier",
+            "frontier_subset", "guard_examples")
+
+
+def _mcu_settings():
+    from tfrobust import _validate as V
+    from tfrobust.cli._pipeline_mcu import MCUSettings
+
+    given = [f"--{name}" for name in NOT_MCU if FLAGS[name].present]
+    if given:
+        raise ValueError(f"{', '.join(given)} do(es) not apply to --target=mcu (it trains its own mcu_cnn "
+                         "and ships int8 without a defense layer or magnitude pruning). Received: "
+                         + " ".join(f"--{n}={FLAGS[n].value}" for n in NOT_MCU if FLAGS[n].present))
+    value = {name: FLAGS[name].value if FLAGS[name].present else default
+             for name, default in MCU_DEFAULTS.items()}
+    width = None if FLAGS.width is None else V.number("--width", FLAGS.width, minimum=0.0, open_min=True)
+    frontier = tuple(v.strip() for v in FLAGS.frontier if v.strip())
+    for name in frontier:
+        fraction = name[len("prune"):] if name.startswith("prune") else ""
+        try:
+            ok = 0 < float(fraction) < 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("--frontier items must be prune<fraction> with 0 < fraction < 1 (e.g. "
+                             f"prune0.5). Received: --frontier={','.join(FLAGS.frontier)}")
+    return MCUSettings(dataset=FLAGS.dataset, model="mcu_cnn", adv=FLAGS.adv, eps=FLAGS.eps,
+                       epochs=value["epochs"], batch_size=FLAGS.batch_size, lr=value["lr"],
+                       train_subset=FLAGS.train_subset, eval_subset=FLAGS.eval_subset, eps_curve=(FLAGS.eps,),
+                       prune_sparsity=0.0, finetune_epochs=FLAGS.finetune_epochs, qat=value["qat"],
+                       binary=FLAGS.binary, gradient_free_examples=0, seed=FLAGS.seed,
+                       data_dir=FLAGS.data_dir,
+                       max_weight_bytes=FLAGS.max_weight_bytes, max_arena_bytes=FLAGS.max_arena_bytes,
+                       width=width, apgd_steps=FLAGS.apgd_steps, square_queries=FLAGS.square_queries,
+                       frontier=frontier, frontier_subset=FLAGS.frontier_subset,
+                       guard_examples=FLAGS.guard_examples)
+
+
 def _check_binary(settings):
     """``--binary`` bakes binary-weight layers into int8; refuse a model without them up front
     (not after the training stage)."""
@@ -102,11 +167,23 @@ def _fmt(seconds):
 
 def run() -> int:
     from tfrobust import utils
-    from tfrobust.cli._pipeline_report import stage_report
-    from tfrobust.cli._pipeline_stages import STAGE_FUNCTIONS, STAGES, WEIGHTS, Context
+    from tfrobust.cli import _pipeline_mcu, _pipeline_report, _pipeline_stages
+    from tfrobust.cli._pipeline_stages import Context
 
-    settings = _settings()
-    _check_binary(settings)
+    if FLAGS.target == "mcu":
+        settings = _mcu_settings()
+        table, report_stage = _pipeline_mcu, _pipeline_mcu.stage_report_mcu
+    else:
+        given = [f"--{name}" for name in ONLY_MCU if FLAGS[name].present]
+        if given:
+            raise ValueError(f"{', '.join(given)} need(s) --target=mcu. Received: --target={FLAGS.target}")
+        settings = _settings()
+        _check_binary(settings)
+        table, report_stage = _pipeline_stages, _pipeline_report.stage_report
+    STAGES, WEIGHTS = table.STAGES, table.WEIGHTS
+    if FLAGS.stop_after is not None and FLAGS.stop_after not in STAGES:
+        raise ValueError(f"--stop_after must be one of the stages of --target={FLAGS.target}: "
+                         f"{list(STAGES[:-1])}. Received: --stop_after={FLAGS.stop_after}")
     out = Path(FLAGS.out)
     state_path = out / "pipeline_state.json"
     fingerprint = _fingerprint(settings)
@@ -123,7 +200,7 @@ def run() -> int:
     out.mkdir(parents=True, exist_ok=True)
     utils.atomic_write_json(state_path, state)
     ctx = Context(out, settings)
-    functions = {**STAGE_FUNCTIONS, "report": stage_report}
+    functions = {**table.STAGE_FUNCTIONS, "report": report_stage}
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()  # identical figures when a run is resumed
