@@ -2,7 +2,10 @@
 
 For every example the attack solves
 
-    minimise_r   c * ||r||_2^2 + loss(x + r, l)   subject to   x + r in [clip_min, clip_max]^m
+    minimise_r   c * ||r||_2 + loss(x + r, l)   subject to   x + r in [clip_min, clip_max]^m
+
+(the paper's ``c|r|``, with ``|r|`` the L2 norm of its problem statement; ``distance="l2_squared"``
+gives the ``c * ||r||_2^2`` variant CleverHans uses)
 
 with SciPy's L-BFGS-B (TensorFlow supplies the gradients), and searches per example for the
 *largest* weight ``c`` whose minimiser still reaches the goal: a larger ``c`` puts more weight on the
@@ -42,7 +45,12 @@ def _as_output(x_adv, dtype, x, changed):
     return tf.where(keep, x_adv, x)
 
 
-def _value_and_grad_fn(model_fn, targeted):
+DISTANCES = ("l2", "l2_squared")
+#: Smoothing of ``||r||_2 = sqrt(||r||^2 + NORM_SMOOTHING)``: finite gradient (zero) at ``r = 0``.
+NORM_SMOOTHING = 1e-12
+
+
+def _value_and_grad_fn(model_fn, targeted, distance="l2"):
     """A compiled ``(w, x0, labels, c) -> (sum_i f_c(w_i), grad, ||w_i - x0_i||^2, argmax)``."""
 
     @tf.function(reduce_retracing=True, autograph=False)
@@ -57,7 +65,8 @@ def _value_and_grad_fn(model_fn, targeted):
                 mask = tf.one_hot(labels, tf.shape(logits)[-1], on_value=-np.inf, off_value=0.0)
                 loss = -(tf.reduce_logsumexp(logits + mask, axis=-1) - tf.reduce_logsumexp(logits, axis=-1))
             dist = tf.reduce_sum(tf.reshape(tf.square(w - x0), [tf.shape(w)[0], -1]), axis=1)
-            total = tf.reduce_sum(const * dist + loss)
+            penalty = tf.sqrt(dist + NORM_SMOOTHING) if distance == "l2" else dist
+            total = tf.reduce_sum(const * penalty + loss)
         grad = tape.gradient(total, w)
         if grad is None:  # the output does not depend on the input at all
             grad = tf.zeros_like(w)
@@ -109,17 +118,20 @@ def _solve(value_and_grad, x0, labels, targeted, initial_const, search_steps, ma
 
 def lbfgs(model_fn, x, y=None, *, targeted: bool = False, initial_const: float = 1.0,
           search_steps: int = 9, max_iterations: int = 100, clip_min: float = 0.0,
-          clip_max: float = 1.0, batch_size: int | None = None):
+          clip_max: float = 1.0, batch_size: int | None = None, distance: str = "l2"):
     """Box-constrained L-BFGS attack: the smallest L2 perturbation reaching a target (or any error).
 
     For each example it minimises, over ``x' = x + r`` in the box,
 
-        f_c(x') = c * ||x' - x||_2^2 + loss(x')
+        f_c(x') = c * ||x' - x||_2 + loss(x')        (distance="l2", the paper's c|r|)
+        f_c(x') = c * ||x' - x||_2^2 + loss(x')      (distance="l2_squared")
 
     with ``loss(x') = -log softmax(z(x'))_t`` (cross-entropy to the target ``t``) when
     ``targeted``, and ``loss(x') = -log(1 - softmax(z(x'))_y)`` (the probability mass *off* the label
-    ``y``; zero exactly when ``y`` has no mass) when untargeted. The squared norm keeps the
-    objective smooth at ``r = 0`` (as CleverHans does); the paper writes ``c|r|``.
+    ``y``; zero exactly when ``y`` has no mass) when untargeted. The default is the paper's
+    ``c|r|`` with ``|r| = ||r||_2`` (smoothed as ``sqrt(||r||^2 + 1e-12)`` so its gradient at
+    ``r = 0`` is zero); ``distance="l2_squared"`` is the squared norm CleverHans uses, smooth at
+    ``r = 0``. Both search ``c`` the same way and return the smallest successful ``||r||_2``.
 
     The batch (or each chunk of ``batch_size``) is optimised as one flat vector: the objective is a
     sum of per-example terms, each with its own ``c``, so one L-BFGS-B run per search step serves
@@ -147,6 +159,7 @@ def lbfgs(model_fn, x, y=None, *, targeted: bool = False, initial_const: float =
       batch_size: examples per L-BFGS-B problem; ``None`` solves the whole batch at once. Smaller
         chunks cost more Python overhead but keep one slow example from shortening the shared
         line-search steps of many.
+      distance: ``"l2"`` (the paper's ``c * ||r||_2``) or ``"l2_squared"`` (``c * ||r||_2^2``).
 
     Returns:
       ``tf.Tensor`` ``x_adv`` with the shape and float dtype of ``x``.
@@ -171,6 +184,7 @@ def lbfgs(model_fn, x, y=None, *, targeted: bool = False, initial_const: float =
         raise RuntimeError("lbfgs drives SciPy's L-BFGS-B, so it runs eagerly: call it outside "
                            "tf.function (use pgd inside a train step).")
     targeted = V.boolean("targeted", targeted)
+    distance = V.choice("distance", distance, DISTANCES)
     initial_const = V.number("initial_const", initial_const, minimum=0.0, open_min=True)
     search_steps = V.integer("search_steps", search_steps, minimum=1)
     max_iterations = V.integer("max_iterations", max_iterations, minimum=1)
@@ -187,7 +201,7 @@ def lbfgs(model_fn, x, y=None, *, targeted: bool = False, initial_const: float =
         num_classes = as_logits(model_fn(tf.constant(x0[:1]))).shape[-1]
         labels = V.labels(y, n=n, num_classes=num_classes)
 
-    value_and_grad = _value_and_grad_fn(model_fn, targeted)
+    value_and_grad = _value_and_grad_fn(model_fn, targeted, distance)
     step = n if batch_size is None else batch_size
     best_adv, best_dist = x0.copy(), np.full(n, np.inf)
     for start in range(0, n, step):

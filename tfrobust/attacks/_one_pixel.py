@@ -22,6 +22,11 @@ from tfrobust.attacks._lbfgs import _as_output, _check_images
 __all__ = ["one_pixel"]
 
 _OUTPUTS = ("auto", "logits", "probabilities")
+_EARLY_STOPS = ("paper", "flip", "none")
+#: The paper's stopping thresholds: target probability above 0.9 (targeted), true-class
+#: probability below 0.05 (untargeted).
+PAPER_TARGET_PROBABILITY = 0.9
+PAPER_TRUE_PROBABILITY = 0.05
 
 
 def _softmax(z):
@@ -62,7 +67,7 @@ def _distinct_indices(rng, rows, population):
 
 def one_pixel(model_fn, x, y=None, *, pixels: int = 1, targeted: bool = False, population: int = 400,
               iterations: int = 100, mutation: float = 0.5, clip_min: float = 0.0, clip_max: float = 1.0,
-              outputs: str = "auto", early_stop: bool = True, batch_size: int | None = None,
+              outputs: str = "auto", early_stop: str | bool = "paper", batch_size: int | None = None,
               seed: int | None = None):
     """One-pixel (or ``pixels``-pixel) attack by differential evolution, using probabilities only.
 
@@ -73,9 +78,12 @@ def one_pixel(model_fn, x, y=None, *, pixels: int = 1, targeted: bool = False, p
     ``mu = (clip_min + clip_max) / 2`` and ``sigma = (127 / 255) * (clip_max - clip_min)`` (the
     paper's ``N(128, 127)`` on 0..255), clipped to the box. Each generation builds the perturbed
     images of every candidate of every image and evaluates them in **one** model call (split into
-    chunks of ``batch_size`` if given). With ``early_stop`` an image stops evolving once one of its
-    candidates is adversarial (argmax equals the target / differs from ``y``; the paper stops at
-    ``p_target > 0.9`` or ``p_true < 0.05``); the loop ends when every image is done.
+    chunks of ``batch_size`` if given). An image stops evolving at the paper's thresholds by
+    default (``early_stop="paper"``: a candidate with ``p_target > 0.9`` when targeted, or
+    ``p_true < 0.05`` when untargeted), or, with ``early_stop="flip"``, as soon as one candidate is
+    adversarial (argmax equals the target / differs from ``y``: fewer queries, lower confidence);
+    ``"none"`` runs every iteration. The loop ends when every image is done. Either way the
+    returned image is the fittest adversarial (argmax) candidate.
 
     Images never broken are returned unchanged; broken ones differ from ``x`` in at most ``pixels``
     pixel positions.
@@ -96,7 +104,8 @@ def one_pixel(model_fn, x, y=None, *, pixels: int = 1, targeted: bool = False, p
       clip_max: upper bound of pixel values.
       outputs: ``"logits"``, ``"probabilities"`` or ``"auto"`` (rows that are non-negative and sum
         to one are taken as probabilities, anything else goes through a softmax).
-      early_stop: stop evolving an image once it is adversarial.
+      early_stop: ``"paper"`` (thresholds above), ``"flip"`` (first argmax flip; ``True`` is
+        accepted for it) or ``"none"`` (``False``).
       batch_size: maximum images per model call; ``None`` evaluates a whole generation at once.
       seed: seed of the NumPy generator (reproducible runs).
 
@@ -120,7 +129,12 @@ def one_pixel(model_fn, x, y=None, *, pixels: int = 1, targeted: bool = False, p
     if not callable(model_fn):
         raise TypeError(f"`model_fn` must be callable. Received: model_fn={model_fn!r}")
     targeted = V.boolean("targeted", targeted)
-    early_stop = V.boolean("early_stop", early_stop)
+    if isinstance(early_stop, bool):
+        early_stop = "flip" if early_stop else "none"
+    elif not isinstance(early_stop, str):
+        raise TypeError("`early_stop` must be 'paper', 'flip', 'none' or a bool. "
+                        f"Received: early_stop={early_stop!r}")
+    early_stop = V.choice("early_stop", early_stop, _EARLY_STOPS)
     pixels = V.integer("pixels", pixels, minimum=1)
     population = V.integer("population", population, minimum=4)
     iterations = V.integer("iterations", iterations, minimum=0)
@@ -184,6 +198,14 @@ def one_pixel(model_fn, x, y=None, *, pixels: int = 1, targeted: bool = False, p
         lab = labels[images_idx][:, None]
         return pred == lab if targeted else pred != lab
 
+    # Fitness is p_target (targeted) or -p_true (untargeted): the paper's stop is a fitness threshold.
+    stop_fitness = PAPER_TARGET_PROBABILITY if targeted else -PAPER_TRUE_PROBABILITY
+
+    def finished(images_idx):
+        if early_stop == "flip":
+            return success[images_idx].any(axis=1)
+        return (fitness[images_idx] > stop_fitness).any(axis=1)
+
     sigma = (127.0 / 255.0) * (clip_max - clip_min)
     init = np.empty((n, population, pixels, genes))
     init[..., 0] = rng.uniform(0, height, size=(n, population, pixels))
@@ -194,7 +216,7 @@ def one_pixel(model_fn, x, y=None, *, pixels: int = 1, targeted: bool = False, p
     all_idx = np.arange(n)
     fitness, pred = evaluate(cand, all_idx)
     success = is_adversarial(pred, all_idx)  # [N, P]
-    done = success.any(axis=1) if early_stop else np.zeros(n, dtype=bool)
+    done = finished(all_idx) if early_stop != "none" else np.zeros(n, dtype=bool)
     for _ in range(iterations):
         active = np.flatnonzero(~done)
         if active.size == 0:
@@ -208,8 +230,8 @@ def one_pixel(model_fn, x, y=None, *, pixels: int = 1, targeted: bool = False, p
         cand[active] = np.where(better[..., None], children, parents)
         fitness[active] = np.where(better, child_fit, fitness[active])
         success[active] = np.where(better, is_adversarial(child_pred, active), success[active])
-        if early_stop:
-            done[active] = success[active].any(axis=1)
+        if early_stop != "none":
+            done[active] = finished(active)
 
     # Per image: the fittest adversarial candidate, else leave the image unchanged.
     masked = np.where(success, fitness, -np.inf)

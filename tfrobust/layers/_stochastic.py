@@ -81,14 +81,15 @@ class StochasticActivationPruning(keras.layers.Layer):
     r"""SAP: keep activations sampled with probability proportional to magnitude, rescale survivors.
 
     See :func:`stochastic_activation_pruning` for the formula. SAP is an inference-time defense:
-    it is random at inference (and, by default, in training too — it is unbiased, so training
-    through it is sound; set ``apply_in_training=False`` to train the plain network as in the
-    paper's post-hoc use).
+    by default it samples at inference only and is the identity in training, as in the paper
+    (applied post hoc to a network trained without it). ``apply_in_training=True`` samples in
+    training too (it is unbiased, so training through it is sound, and the network gets used to
+    the pruning).
 
     Args:
       ratio: number of draws r as a ratio of the layer's units n (float, r = ceil(ratio * n)) or a
         count (int). The paper sweeps r; 100% of n keeps ~63% of mass-weighted units.
-      apply_in_training: sample in training too.
+      apply_in_training: sample in training too (default False: the paper's inference-only use).
       inference_mode: ``"stochastic"`` or ``"expectation"`` (identity: E[SAP(h)] = h; use it for
         TFLite Micro exports, and say so next to any robustness figure).
       seed: op-level seed.
@@ -101,7 +102,7 @@ class StochasticActivationPruning(keras.layers.Layer):
     stochastic = True
     gradient_masking = False
 
-    def __init__(self, ratio=1.0, apply_in_training=True, inference_mode="stochastic", seed=None,
+    def __init__(self, ratio=1.0, apply_in_training=False, inference_mode="stochastic", seed=None,
                  **kwargs):
         super().__init__(**kwargs)
         self.ratio = check_fraction_or_count("ratio", ratio)
