@@ -9,11 +9,21 @@ warnings that name their fix. :func:`accuracy` and :func:`predict_logits` are th
 
 from tfrobust.attacks import random_search
 from tfrobust.evaluation._accuracy import accuracy, predict_labels, predict_logits
+from tfrobust.evaluation._channels import (
+    ChannelStats,
+    channel_statistics,
+    compare_channel_statistics,
+    plot_channel_statistics,
+)
 from tfrobust.evaluation._deployed import robust_accuracy_deployed
 from tfrobust.evaluation._loading import load_model_fn
 from tfrobust.evaluation._robust import PRESETS, RobustnessReport, Stage, plan, robust_accuracy
 
 __all__ = [
+    "ChannelStats",
+    "channel_statistics",
+    "compare_channel_statistics",
+    "plot_channel_statistics",
     "PRESETS",
     "RobustnessReport",
     "Stage",
