@@ -53,7 +53,7 @@ class MCUSettings(Settings):
     guard_examples: int = 500
     apgd_steps: int = 100
     square_queries: int = 5000
-    frontier: tuple = ("prune0.5", "prune0.75")
+    frontier: tuple = ("prune0.25", "prune0.5", "prune0.75")
     frontier_subset: int = 500
 
 
@@ -228,14 +228,17 @@ def stage_convert(ctx: Context) -> dict:
     utils.atomic_write_bytes(ctx.path("model_int8_b1_plain.tflite"), b1)
     shipped = _maybe_lut(s, b1)
     utils.atomic_write_bytes(ctx.path("model_int8_b1.tflite"), shipped)
-    utils.atomic_write_bytes(ctx.path("model_int8.tflite"), _convert(s, model, cal, None))
+    batch = _convert(s, model, cal, None)
+    utils.atomic_write_bytes(ctx.path("model_int8.tflite"), batch)
     budget = tflite_tools.check_budget(shipped, max_weight_bytes=s.max_weight_bytes,
                                        max_arena_bytes=s.max_arena_bytes)
     out = {"mode": _mode(s), "lut": s.binary, "budget": budget.to_dict(),
            "kernels": [dataclasses.asdict(k) for k in tflite_tools.kernel_stats(shipped)]}
+    x_test, _ = ctx.data("test")
+    # Why no QAT by default: post-training int8 already predicts what the Keras model does.
+    out["int8_agreement"] = tflite_tools.int8_agreement(model, batch, x_test[:1000])
     if s.binary:
-        x, _ = ctx.data("test")
-        out["lut_parity"] = tflite_tools.lut_parity(b1, shipped, x[:20])
+        out["lut_parity"] = tflite_tools.lut_parity(b1, shipped, x_test[:20])
     for k in out["kernels"]:
         k["shape"] = list(k["shape"])
     print(f"  deployed file: {budget.weight_bytes:,} B weights (budget {s.max_weight_bytes:,}), "
@@ -433,6 +436,8 @@ def stage_report_mcu(ctx: Context) -> dict:
         f"(budget {budget['max_arena_bytes']:,} B) |",
         f"| convert | .tflite file | {budget['file_bytes']:,} B ({conv['mode']}"
         f"{', 1-bit LUT' if conv['lut'] else ''}) |",
+        f"| convert | int8 file predicts the Keras model's class (first 1000 test images) | "
+        f"{_pct(conv.get('int8_agreement'))} |",
         f"| deploy | int8 test accuracy (LiteRT, {len(ctx.data('test')[1]):,} images) | "
         f"{_pct(dep['test_accuracy'])} |",
         f"| deploy | clean / robust accuracy of the int8 file attacked as deployed, eps {s.eps} "

@@ -40,9 +40,9 @@ flags.DEFINE_integer("apgd_steps", 100, "--target=mcu: APGD iterations of the de
                      lower_bound=1)
 flags.DEFINE_integer("square_queries", 5000, "--target=mcu: Square queries of the deployed evaluation "
                      "(0 skips Square).", lower_bound=0)
-flags.DEFINE_list("frontier", ["prune0.5", "prune0.75"], "--target=mcu: frontier variants of the "
-                  "trained model (prune<fraction>: that fraction of every hidden layer's units removed, "
-                  "then fine-tuned); empty: the shipped point only.")
+flags.DEFINE_list("frontier", ["prune0.25", "prune0.5", "prune0.75"], "--target=mcu: frontier variants "
+                  "of the trained model (prune<fraction>: that fraction of every hidden layer's units "
+                  "removed, then fine-tuned); empty: the shipped point only.")
 flags.DEFINE_integer("frontier_subset", 500, "--target=mcu: evaluation images of the frontier points.",
                      lower_bound=1)
 flags.DEFINE_integer("guard_examples", 500, "--target=mcu: held-out training images of the per-epoch "
