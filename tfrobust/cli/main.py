@@ -1,8 +1,12 @@
 """``tfrobust <command> [--flags]``: absl-based entry point with subcommands.
 
-Each command lives in its own module, which defines its absl flags at import and a
-``run(argv) -> int`` function. Only the chosen command's module is imported, so each command sees
-exactly its own flags; a bad flag ends the program with one line on stderr and exit code 2.
+Each command lives in its own module. Older commands define their absl flags at import and a
+``run() -> int`` function. Newer ones define a frozen ``Config`` dataclass (one field per flag,
+see :mod:`tfrobust.cli._flags`), ``run(config) -> dict`` callable from Python, and ``main(argv)``;
+their flags are defined from ``Config`` just before parsing. Only the chosen command's module is
+imported, so each command sees exactly its own flags; a bad flag (or a value its ``Config``
+refuses) ends the program with one line on stderr and exit code 2. ``--version`` prints the
+version and ``--helpfull`` every flag, both with exit code 0.
 
 The console script enters through :mod:`tfrobust_launch`, which hides TensorFlow's start-up noise
 (it must act before TensorFlow is imported, which importing this module already does). Here,
@@ -25,6 +29,8 @@ import logging  # noqa: E402
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
+from tfrobust._version import __version__  # noqa: E402
+from tfrobust.cli import _flags  # noqa: E402
 from tfrobust_launch import tf_logs_requested  # noqa: E402
 
 flags.DEFINE_bool("verbose_tf", False, "Keep all of TensorFlow's start-up and INFO logs (also: "
@@ -38,6 +44,7 @@ COMMANDS = {
     "pipeline": ("tfrobust.cli.pipeline", "train, evaluate, compress, convert, deploy-check and report"),
     "attack": ("tfrobust.cli.attack", "run one attack (fgsm/pgd/apgd) on a saved model; JSON + Markdown"),
     "evaluate": ("tfrobust.cli.evaluate", "robust accuracy with a preset (fast/standard/adaptive) + report"),
+    "lbfgs": ("tfrobust.cli.lbfgs", "box-constrained L-BFGS (Szegedy et al.) on a saved model"),
 }
 
 USAGE = "usage: tfrobust <command> [--flag=value ...]   (tfrobust <command> --help for its flags)"
@@ -74,6 +81,9 @@ def _fail(message: str, code: int = 2):
 def _parse(argv):
     """absl ``flags_parser``: pick the command, import it, parse only its flags."""
     rest = argv[1:]
+    if "--version" in rest:
+        print(f"tfrobust {__version__}")
+        sys.exit(0)
     if not rest or rest[0] in ("-h", "--help", "help"):
         print(_usage())
         sys.exit(0 if rest else 2)
@@ -81,9 +91,16 @@ def _parse(argv):
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; expected one of: {', '.join(COMMANDS)}")
     module = importlib.import_module(COMMANDS[command][0])
+    if hasattr(module, "Config"):
+        _flags.define(module.Config, module.__name__)
     if any(a in ("-h", "--help", "--helpshort") for a in rest[1:]):
         print(f"usage: tfrobust {command} [--flag=value ...]\n")
         print(flags.FLAGS.module_help(module.__name__))
+        sys.exit(0)
+    if "--helpfull" in rest[1:]:
+        # absl's own --helpfull exits with 1; asking for help is not an error.
+        print(f"usage: tfrobust {command} [--flag=value ...]\n")
+        print(flags.FLAGS.get_help())
         sys.exit(0)
     try:
         remaining = flags.FLAGS([f"tfrobust {command}", *rest[1:]])
@@ -98,7 +115,9 @@ def _dispatch(parsed):
     command, module = parsed
     _tensorflow_logging(flags.FLAGS.verbose_tf or tf_logs_requested())
     try:
-        code = module.run()
+        code = module.main([command]) if hasattr(module, "Config") else module.run()
+    except _flags.ConfigError as e:
+        _fail(f"{command}: {e}")  # a refused flag value: exit 2, like absl's own flag errors
     except (ValueError, TypeError, FileNotFoundError) as e:
         # Argument and data errors get one readable line, not a traceback.
         _fail(f"{command}: {type(e).__name__}: {e}", code=1)

@@ -1,0 +1,99 @@
+"""The ``Config`` + ``run(config)`` commands: a tiny run from Python each, and their absl layer.
+
+Every run writes its JSON and Markdown; the absl tests check ``--helpfull`` (exit 0) and one bad
+flag (exit 2, one line) per command in a subprocess, as the console script runs.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfrobust import data, utils
+from tfrobust._keras import keras
+
+COMMANDS = ["lbfgs"]
+
+
+def run_cli(*args, timeout=120):
+    """The console script's way in (``tfrobust_launch``), so stderr holds only what the command wrote."""
+    env = {k: v for k, v in os.environ.items() if k != "TFROBUST_TF_LOGS"}
+    launch = "import tfrobust_launch; tfrobust_launch.main()"
+    return subprocess.run([sys.executable, "-c", launch, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def tiny_dense():
+    return keras.Sequential([keras.layers.Input((28, 28, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory, base_seed):
+    """A 2-layer Dense net trained for one epoch on 200 Fashion-MNIST images."""
+    x, y = data.load_dataset("fashion_mnist", "train", limit=200, download=False)
+    utils.set_seed(base_seed)
+    model = tiny_dense()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    return str(utils.atomic_save_model(model, tmp_path_factory.mktemp("m") / "model.keras"))
+
+
+def read(out, name):
+    assert (out / f"{name}.md").read_text().startswith("###")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # atomic writes left no temp file
+    return json.loads((out / f"{name}.json").read_text())
+
+
+def test_lbfgs_run_writes_success_rate_and_small_perturbations(tmp_path, saved_model):
+    from tfrobust.cli import lbfgs
+
+    out = tmp_path / "lbfgs"
+    result = lbfgs.run(lbfgs.Config(model=saved_model, out=str(out), num_examples=10, search_steps=3,
+                                    max_iterations=20))
+    saved = read(out, "lbfgs")
+    assert saved["success_rate"] == result["success_rate"]
+    assert 0.0 <= saved["success_rate"] <= 1.0 and saved["clean_accuracy"] > 0.0
+    assert saved["num_examples"] == 10 and saved["config"]["distance"] == "l2"
+    assert 0.0 < saved["max_l2"] < 10.0 and saved["max_linf"] <= 1.0
+
+
+def test_lbfgs_config_refuses_bad_values():
+    from tfrobust.cli import lbfgs
+
+    with pytest.raises(ValueError, match="initial_const"):
+        lbfgs.Config(model="m.keras", out="x", initial_const=0.0)
+    with pytest.raises(ValueError, match="num_examples"):
+        lbfgs.Config(model="m.keras", out="x", num_examples=0)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_helpfull_exits_0(command):
+    res = run_cli(command, "--helpfull")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "--out" in res.stdout
+
+
+BAD_FLAGS = {
+    "lbfgs": (["--model=m.keras", "--out=x", "--search_steps=0"], "search_steps"),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_bad_flag_exits_2_with_one_line(command):
+    args, fragment = BAD_FLAGS[command]
+    res = run_cli(command, *args)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tfrobust: error") and fragment in lines[0], res.stderr
+
+
+def test_version_prints_the_version():
+    from tfrobust._version import __version__
+
+    res = run_cli("lbfgs", "--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"tfrobust {__version__}"
+    assert res.stderr.strip() == ""
