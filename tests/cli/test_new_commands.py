@@ -14,7 +14,7 @@ import pytest
 from tfrobust import data, utils
 from tfrobust._keras import keras
 
-COMMANDS = ["lbfgs"]
+COMMANDS = ["lbfgs", "one-pixel", "substitute"]
 
 
 def run_cli(*args, timeout=120):
@@ -70,6 +70,31 @@ def test_lbfgs_config_refuses_bad_values():
         lbfgs.Config(model="m.keras", out="x", num_examples=0)
 
 
+def test_one_pixel_run_changes_at_most_one_pixel(tmp_path, saved_model):
+    from tfrobust.cli import one_pixel
+
+    out = tmp_path / "op"
+    result = one_pixel.run(one_pixel.Config(model=saved_model, out=str(out), num_examples=10, population=20,
+                                            iterations=5, early_stop="flip"))
+    saved = read(out, "one_pixel")
+    assert saved["success_rate"] == result["success_rate"] and 0.0 <= saved["success_rate"] <= 1.0
+    assert saved["max_pixels_changed"] <= 1 and saved["config"]["population"] == 20
+    assert saved["adversarial_accuracy"] <= saved["clean_accuracy"]
+
+
+def test_substitute_run_reports_queries_and_transfer(tmp_path, saved_model):
+    from tfrobust.cli import substitute
+
+    out = tmp_path / "sub"
+    substitute.run(substitute.Config(model=saved_model, out=str(out), initial_size=30, num_examples=60,
+                                     arch="lenet_300_100", rounds=2, epochs=1, eps=0.2))
+    saved = read(out, "substitute")
+    assert saved["training_queries"] == 30 * 2 and saved["oracle_queries"] == 60 + 2 * 60
+    assert 0.0 <= saved["transfer_success_rate"] <= 1.0 and 0.0 <= saved["success_rate"] <= 1.0
+    assert saved["max_linf"] <= 0.2 + 1e-6 and saved["num_examples"] == 60
+    assert len(saved["history"]) == 2
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_helpfull_exits_0(command):
     res = run_cli(command, "--helpfull")
@@ -79,6 +104,8 @@ def test_helpfull_exits_0(command):
 
 BAD_FLAGS = {
     "lbfgs": (["--model=m.keras", "--out=x", "--search_steps=0"], "search_steps"),
+    "one-pixel": (["--model=m.keras", "--out=x", "--early_stop=sometimes"], "early_stop"),
+    "substitute": (["--model=m.keras", "--out=x", "--eps=-0.1"], "eps"),
 }
 
 

@@ -45,6 +45,8 @@ COMMANDS = {
     "attack": ("tfrobust.cli.attack", "run one attack (fgsm/pgd/apgd) on a saved model; JSON + Markdown"),
     "evaluate": ("tfrobust.cli.evaluate", "robust accuracy with a preset (fast/standard/adaptive) + report"),
     "lbfgs": ("tfrobust.cli.lbfgs", "box-constrained L-BFGS (Szegedy et al.) on a saved model"),
+    "one-pixel": ("tfrobust.cli.one_pixel", "one-pixel attack (Su et al.) on a saved or .tflite model"),
+    "substitute": ("tfrobust.cli.substitute", "black-box substitute attack (Papernot et al.), labels only"),
 }
 
 USAGE = "usage: tfrobust <command> [--flag=value ...]   (tfrobust <command> --help for its flags)"
