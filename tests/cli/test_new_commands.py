@@ -14,7 +14,7 @@ import pytest
 from tfrobust import data, utils
 from tfrobust._keras import keras
 
-COMMANDS = ["lbfgs", "one-pixel", "substitute"]
+COMMANDS = ["lbfgs", "one-pixel", "substitute", "proactive", "feedback", "lottery"]
 
 
 def run_cli(*args, timeout=120):
@@ -95,6 +95,48 @@ def test_substitute_run_reports_queries_and_transfer(tmp_path, saved_model):
     assert len(saved["history"]) == 2
 
 
+def test_proactive_run_reports_every_round(tmp_path, saved_model):
+    from tfrobust.cli import proactive
+
+    out = tmp_path / "pro"
+    proactive.run(proactive.Config(out=str(out), model=saved_model, train_subset=200, test_subset=100,
+                                   rounds=1, eps=0.1, steps=2, batch_size=32))
+    saved = read(out, "proactive")
+    assert [r["round"] for r in saved["rounds"]] == [0, 1]
+    for r in saved["rounds"]:
+        assert 0.0 <= r["attack_accuracy"] <= r["clean_accuracy"] + 0.05
+        assert 0.0 <= r["holdout_accuracy"] <= 1.0
+    assert saved["rounds"][0]["train_loss"] is None  # a saved --model is not retrained in round 0
+    assert saved["attack"].startswith("FGSM") and saved["holdout_attack"].startswith("PGD-2")
+    assert (out / "model.keras").exists()
+
+
+def test_feedback_run_allocates_the_budget_by_class(tmp_path, saved_model):
+    from tfrobust.cli import feedback
+
+    out = tmp_path / "fb"
+    feedback.run(feedback.Config(out=str(out), model=saved_model, train_subset=200, test_subset=100, rounds=1,
+                                 eval_attack="fgsm", budget=50, probe_size=5, batch_size=32))
+    saved = read(out, "feedback")
+    last = saved["rounds"][-1]
+    assert sum(last["allocation"]) == 50 and len(last["per_class_distance"]) == 10
+    assert 0.0 <= last["robust_accuracy"] <= 1.0 and 0.0 <= last["inequality_robust"]["gini"] <= 1.0
+    assert all(0.0 <= d <= 0.2 for d in last["per_class_distance"])
+
+
+def test_lottery_run_prunes_and_reports_baselines(tmp_path):
+    from tfrobust.cli import lottery
+
+    out = tmp_path / "lt"
+    lottery.run(lottery.Config(out=str(out), arch="lenet_300_100", train_subset=200, test_subset=100,
+                               rounds=1, epochs=1, batch_size=32))
+    saved = read(out, "lottery")
+    dense, ticket = saved["rows"]
+    assert dense["sparsity"] == 0.0 and 0.15 < ticket["sparsity"] < 0.25
+    assert 0.0 <= ticket["ticket"] <= 1.0 and 0.0 <= ticket["scratch_e"] <= 1.0
+    assert saved["settings"]["prune_rate"] == 0.2
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_helpfull_exits_0(command):
     res = run_cli(command, "--helpfull")
@@ -106,6 +148,9 @@ BAD_FLAGS = {
     "lbfgs": (["--model=m.keras", "--out=x", "--search_steps=0"], "search_steps"),
     "one-pixel": (["--model=m.keras", "--out=x", "--early_stop=sometimes"], "early_stop"),
     "substitute": (["--model=m.keras", "--out=x", "--eps=-0.1"], "eps"),
+    "proactive": (["--out=x", "--attack=cw"], "attack"),
+    "feedback": (["--out=x", "--probe_size=0"], "probe_size"),
+    "lottery": (["--out=x", "--prune_rate=1.5"], "prune_rate"),
 }
 
 

@@ -46,6 +46,9 @@ COMMANDS = {
     "evaluate": ("tfrobust.cli.evaluate", "robust accuracy with a preset (fast/standard/adaptive) + report"),
     "lbfgs": ("tfrobust.cli.lbfgs", "box-constrained L-BFGS (Szegedy et al.) on a saved model"),
     "one-pixel": ("tfrobust.cli.one_pixel", "one-pixel attack (Su et al.) on a saved or .tflite model"),
+    "proactive": ("tfrobust.cli.proactive", "proactive defense: retrain on attack A, test on held-out B"),
+    "feedback": ("tfrobust.cli.feedback", "feedback learning: adversarial examples for the weakest classes"),
+    "lottery": ("tfrobust.cli.lottery", "lottery tickets: iterative magnitude pruning with rewinding"),
     "substitute": ("tfrobust.cli.substitute", "black-box substitute attack (Papernot et al.), labels only"),
 }
 
