@@ -143,14 +143,26 @@ def _apgd_t_impl(model_fn, x, y, eps, steps, clip_min, clip_max, seed, *, norm, 
     n = tf.shape(x)[0]
     # Targets: the classes of the 2nd, 3rd, ... largest clean logits (AutoAttack's order).
     ranked = tf.math.top_k(clean, k=targets + 1).indices
-    best = (x, tf.zeros([n], tf.bool), tf.fill([n], -math.inf))
-    for t in range(targets):
+
+    # One graph loop over the targets (not unrolled: a small graph that traces fast), which ends
+    # early once every example is broken.
+    def body(t, best_x, best_fooled, best_obj):
+        best = (best_x, best_fooled, best_obj)
         for r in range(restarts):
-            run = _apgd_single(model_fn, x, y, ranked[:, t + 1], eps, steps, clip_min, clip_max,
-                               _restart_seed(seed, seed_given, t * restarts + r), norm=norm,
-                               loss="dlr-targeted", targeted=False, n_steps=n_steps,
-                               eot_samples=eot_samples)
+            rseed = (tf.stack([seed, tf.cast(1000 + t * restarts + r, seed.dtype)]) if seed_given else None)
+            run = _apgd_single(model_fn, x, y, tf.gather(ranked, t + 1, axis=1), eps, steps, clip_min,
+                               clip_max, rseed, norm=norm, loss="dlr-targeted", targeted=False,
+                               n_steps=n_steps, eot_samples=eot_samples)
             best = _merge(best, run)
+        return (t + 1, *best)
+
+    def cond(t, best_x, best_fooled, best_obj):
+        return tf.logical_and(t < targets, tf.logical_not(tf.reduce_all(best_fooled)))
+
+    best = (tf.constant(0), x, tf.zeros([n], tf.bool), tf.fill([n], -math.inf))
+    per_example = tf.TensorShape([None])
+    best = tf.while_loop(cond, body, best,
+                         shape_invariants=(tf.TensorShape([]), x.shape, per_example, per_example))[1:]
     return best[0]
 
 
