@@ -15,6 +15,7 @@ from tfrobust.attacks import _common as C
 from tfrobust.attacks._apgd import apgd, apgd_targeted
 from tfrobust.attacks._pgd import default_step_size, fgsm, pgd
 from tfrobust.attacks._random_search import random_search
+from tfrobust.attacks._square import square
 
 __all__ = ["APGD", "APGDT", "FGSM", "PGD", "Attack", "RandomSearch", "Square", "get", "names"]
 
@@ -164,7 +165,7 @@ class APGDT(Attack):
 
 @dataclasses.dataclass(frozen=True)
 class Square(Attack):
-    """``tfrobust.attacks.square``: score-based, no gradients (AutoAttack: 5000 queries, p_init 0.8)."""
+    """:func:`~tfrobust.attacks.square`: score-based, no gradients (AutoAttack: 5000 queries, p_init 0.8)."""
 
     name: ClassVar[str] = "square"
     gradient_free: ClassVar[bool] = True
@@ -178,9 +179,6 @@ class Square(Attack):
         V.fraction("p_init", self.p_init, open_min=True)
 
     def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
-        # Imported at call time only while tfrobust/attacks/_square.py is being written in parallel.
-        from tfrobust.attacks._square import square
-
         return square(model_fn, x, y, eps=self.eps, norm=self.norm, queries=self.queries, p_init=self.p_init,
                       clip_min=clip_min, clip_max=clip_max, seed=seed)
 
