@@ -340,6 +340,12 @@ def render(results, args) -> str:
             f"per-round ratios; fastest rounds {fastest('tfrobust FGSM-RS') / base:.2f}x); PGD-7 <= 6.3x "
             f"clean: **{median_ratio('tfrobust PGD-7')}** (fastest rounds "
             f"{fastest('tfrobust PGD-7') / base:.2f}x)."]
+        if all(x.get("cpu_seconds", {}).get("median") for x in v.values()):
+            cpu0 = v["clean fit"]["cpu_seconds"]["median"]
+            cpu = [f"{name} {x['cpu_seconds']['median'] / cpu0:.2f}x"
+                   for name, x in v.items() if name != "clean fit"]
+            lines.append(" By process CPU time (the work itself, which other jobs' load barely moves): "
+                         + ", ".join(cpu) + " clean fit's (medians over the rounds kept).")
         ref = v.get("plain tf.function PGD-7 step (reference)")
         if ref:
             lines.append(f" The plain `tf.function` PGD-7 step (no Keras machinery) in the same rounds: "
