@@ -15,6 +15,7 @@ import weakref
 import tensorflow as tf
 
 from tfrobust import _validate as V
+from tfrobust.layers._bpda import bpda_active
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "dlr", "margin")
@@ -34,16 +35,14 @@ def _static_dummy(t, fill_batch=1):
         return tf.zeros(dims, t.dtype)
 
 
-def _model_of(model_fn):
+def inner_model(model_fn):
     """The object whose ``input_shape`` describes ``model_fn``'s inputs (an EOT wrapper's inner model)."""
-    from tfrobust.attacks._adaptive import EOT
-
-    return model_fn.model_fn if isinstance(model_fn, EOT) else model_fn
+    return unwrap_eot(model_fn)[0]
 
 
 def num_classes_of(model_fn, x):
     """Number of logits of ``model_fn``, from one eager forward pass on ``x[:1]``."""
-    return int(as_logits(_model_of(model_fn)(x[:1])).shape[1])
+    return int(as_logits(inner_model(model_fn)(x[:1])).shape[1])
 
 
 def prepare_inputs(x, y, *, targeted, clip_min, clip_max, model_fn=None):
@@ -65,7 +64,7 @@ def prepare_inputs(x, y, *, targeted, clip_min, clip_max, model_fn=None):
     dtype = x.dtype
     eager = tf.executing_eagerly()
     if eager:
-        model = _model_of(model_fn) if model_fn is not None else None
+        model = inner_model(model_fn) if model_fn is not None else None
         V.images(x, clip_min=float(clip_min), clip_max=float(clip_max), model=model)
     else:
         V.images(_static_dummy(x), clip_min=0.0, clip_max=1.0)
@@ -295,20 +294,60 @@ def forward(model_fn, x, eot_samples=1):
     return logits / eot_samples if eot_samples > 1 else logits
 
 
+class EOT:
+    """Expectation over Transformation: a ``model_fn`` for attacking a randomized model.
+
+    Called directly, it returns the logits averaged over ``samples`` forward passes
+    (``mean_s f_s(x)``). Passed to :func:`~tfrobust.attacks.fgsm`, :func:`~tfrobust.attacks.pgd` or
+    :func:`~tfrobust.attacks.apgd`, the attack averages the per-example *loss gradients* over the
+    samples, ``grad = 1/S sum_s grad_x L(f_s(x), y)`` (the EOT estimator of
+    ``grad_x E[L(f(x), y)]``). Each sample is a separate forward pass, so randomness drawn once per
+    batch is re-drawn per sample. Cost: ``samples`` forward+backward passes per attack step.
+
+    Args:
+      model_fn: the randomized model (callable: images -> logits).
+      samples: number of forward passes averaged (int >= 1).
+
+    References:
+      Athalye et al., Synthesizing Robust Adversarial Examples, ICML 2018,
+      https://arxiv.org/abs/1707.07397
+    """
+
+    def __init__(self, model_fn, samples: int):
+        self.model_fn = check_model_fn(model_fn)
+        self.samples = V.integer("samples", samples, minimum=1)
+
+    def __call__(self, x):
+        return forward(self.model_fn, x, self.samples)
+
+    def __repr__(self):
+        return f"EOT({self.model_fn!r}, samples={self.samples})"
+
+
+def eot(model_fn, samples: int) -> EOT:
+    """Wrap a randomized ``model_fn`` for Expectation over Transformation; see :class:`EOT`.
+
+    Example:
+      >>> x_adv = pgd(eot(model, samples=10), x, y, eps=0.1, step_size=0.01, steps=40)
+    """
+    return EOT(model_fn, samples)
+
+
+def unwrap_eot(model_fn):
+    """``(inner model_fn, samples)`` of an :class:`EOT` wrapper, or ``(model_fn, 1)``."""
+    if isinstance(model_fn, EOT):
+        return model_fn.model_fn, model_fn.samples
+    return model_fn, 1
+
+
 def run(model_fn, name, impl, static, args):
     """Run ``impl(model_fn, *args, eot_samples=..., **static)`` compiled (eager) or inlined (graph).
 
     An :class:`~tfrobust.attacks.EOT` wrapper is unwrapped here: the attack sees the inner model
     and the number of samples, and averages objectives and gradients over the samples itself.
     """
-    from tfrobust.attacks._adaptive import EOT, bpda_active
-
     static = dict(static)
-    if isinstance(model_fn, EOT):
-        static["eot_samples"] = model_fn.samples
-        model_fn = model_fn.model_fn
-    else:
-        static["eot_samples"] = 1
+    model_fn, static["eot_samples"] = unwrap_eot(model_fn)
     if not tf.executing_eagerly():
         return impl(model_fn, *args, **static)
     # The batch dimension is left free in the signature: a smaller last batch never retraces.

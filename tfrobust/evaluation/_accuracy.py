@@ -48,7 +48,7 @@ def check_images(x, model_fn, *, clip_min=None, clip_max=None):
             clip_max = max(float(finite.max()), 1.0) + 1.0 if finite.size else 1.0
         else:
             clip_min, clip_max = 0.0, 1.0  # integer images are refused by the dtype rule first
-    return V.images(x, clip_min=clip_min, clip_max=clip_max, model=C._model_of(model_fn))
+    return V.images(x, clip_min=clip_min, clip_max=clip_max, model=C.inner_model(model_fn))
 
 
 def _logits(model_fn, x, batch_size):

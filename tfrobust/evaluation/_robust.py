@@ -326,7 +326,7 @@ def robust_accuracy(model_fn, x, y=None, *, eps, norm="linf", preset="fast", bat
     eps, clip_min, clip_max = config["eps"], config["clip_min"], config["clip_max"]
     inspect_target = model if model is not None else model_fn
     x_np, y_raw = as_arrays(x, y)
-    x_np = V.images(x_np, clip_min=clip_min, clip_max=clip_max, model=C._model_of(inspect_target))
+    x_np = V.images(x_np, clip_min=clip_min, clip_max=clip_max, model=C.inner_model(inspect_target))
     probe = x_np[:min(len(x_np), batch_size, 64)]
     probe_logits = C.as_logits(model_fn(tf.constant(probe)))
     num_classes = int(probe_logits.shape[1])
