@@ -54,57 +54,13 @@ A stochastic layer only sets ``stochastic = True`` (and is random in ``call`` wh
 
 from __future__ import annotations
 
-from tfrobust import _validate as V
+from tfrobust.attacks._common import EOT, eot
 
 # The switch itself lives with the layers (dependencies flow layers -> attacks, and layers must
 # read it); it is re-exported here as part of the attack API.
 from tfrobust.layers._bpda import bpda, bpda_active, bpda_scope
 
 __all__ = ["EOT", "bpda", "bpda_active", "bpda_scope", "eot", "inspect_model"]
-
-
-class EOT:
-    """Expectation over Transformation: a ``model_fn`` for attacking a randomized model.
-
-    Called directly, it returns the logits averaged over ``samples`` forward passes
-    (``mean_s f_s(x)``). Passed to :func:`~tfrobust.attacks.fgsm`, :func:`~tfrobust.attacks.pgd` or
-    :func:`~tfrobust.attacks.apgd`, the attack averages the per-example *loss gradients* over the
-    samples, ``grad = 1/S sum_s grad_x L(f_s(x), y)`` (the EOT estimator of
-    ``grad_x E[L(f(x), y)]``). Each sample is a separate forward pass, so randomness drawn once per
-    batch is re-drawn per sample. Cost: ``samples`` forward+backward passes per attack step.
-
-    Args:
-      model_fn: the randomized model (callable: images -> logits).
-      samples: number of forward passes averaged (int >= 1).
-
-    References:
-      Athalye et al., Synthesizing Robust Adversarial Examples, ICML 2018,
-      https://arxiv.org/abs/1707.07397
-    """
-
-    def __init__(self, model_fn, samples: int):
-        if not callable(model_fn):
-            raise TypeError("`model_fn` must be callable. "
-                            f"Received: model_fn of type {type(model_fn).__name__}")
-        self.model_fn = model_fn
-        self.samples = V.integer("samples", samples, minimum=1)
-
-    def __call__(self, x):
-        from tfrobust.attacks._common import forward
-
-        return forward(self.model_fn, x, self.samples)
-
-    def __repr__(self):
-        return f"EOT({self.model_fn!r}, samples={self.samples})"
-
-
-def eot(model_fn, samples: int) -> EOT:
-    """Wrap a randomized ``model_fn`` for Expectation over Transformation; see :class:`EOT`.
-
-    Example:
-      >>> x_adv = pgd(eot(model, samples=10), x, y, eps=0.1, step_size=0.01, steps=40)
-    """
-    return EOT(model_fn, samples)
 
 
 def _layers_of(model):

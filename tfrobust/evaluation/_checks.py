@@ -9,12 +9,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust.attacks import _common as C
-from tfrobust.attacks._adaptive import EOT
 
 
 def check_randomness(model_fn, x: np.ndarray):
     """Warn when two identical calls give different outputs (randomness at inference)."""
-    inner = model_fn.model_fn if isinstance(model_fn, EOT) else model_fn
+    inner, _ = C.unwrap_eot(model_fn)
     xb = tf.constant(x, tf.float32)
     a = C.as_logits(inner(xb)).numpy()
     b = C.as_logits(inner(xb)).numpy()
@@ -32,8 +31,7 @@ def zero_gradient_fraction(model_fn, x: np.ndarray, y: np.ndarray) -> float:
     """Fraction of examples whose cross-entropy input gradient is exactly zero everywhere."""
     xb = tf.constant(x, tf.float32)
     yb = tf.constant(y, tf.int32)
-    samples = model_fn.samples if isinstance(model_fn, EOT) else 1
-    inner = model_fn.model_fn if isinstance(model_fn, EOT) else model_fn
+    inner, samples = C.unwrap_eot(model_fn)
     _, grad, _ = C.loss_and_grad(inner, xb, yb, "ce", False, samples)
     flat = tf.reshape(tf.abs(grad), [tf.shape(grad)[0], -1])
     return float(np.mean(tf.reduce_max(flat, axis=1).numpy() == 0.0))

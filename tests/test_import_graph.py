@@ -1,0 +1,140 @@
+"""The written dependency order of tfrobust's packages holds in the code (docs/architecture.md).
+
+A few lines over ``ast``: every ``import`` / ``from ... import`` of ``tfrobust`` code, module level
+or inside a function, must point at a package on a lower level than the importing one (or at its
+own package), and the modules must not import each other in a circle. No new dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "tfrobust"
+
+# Lower number = lower floor. A package may import only packages on lower floors (and itself).
+LEVELS = {
+    "_version": 0, "_keras": 0, "_validate": 0,
+    "utils": 1, "data": 1, "layers": 1,
+    "losses": 2,
+    "models": 3, "tflite_tools": 3, "testing": 3,
+    "attacks": 4,
+    "evaluation": 5, "trainers": 5,
+    "compression": 6,
+    "cli": 7, "__init__": 7,  # the package root re-exports the public packages
+    "__main__": 8,
+}
+
+
+def _package(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "tfrobust":
+        return None
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path, here: str | None = None):
+    """(imported module, line) for every tfrobust import in ``path`` (relative imports resolved)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    here = here or _module_name(path)
+    is_pkg = path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "tfrobust":
+                    yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here.split(".")
+                base = base if is_pkg else base[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.split(".")[0] != "tfrobust":
+                continue
+            if module == "tfrobust":  # `from tfrobust import layers`: the package named
+                for alias in node.names:
+                    yield f"tfrobust.{alias.name}", node.lineno
+            else:
+                yield module, node.lineno
+
+
+def _files():
+    return sorted(p for p in ROOT.rglob("*.py"))
+
+
+def test_every_package_has_a_floor():
+    packages = {_package(_module_name(p)) for p in _files()}
+    assert packages <= set(LEVELS), f"give these packages a floor in LEVELS: {packages - set(LEVELS)}"
+
+
+def _violations(path: Path, here: str | None = None) -> list[str]:
+    here = here or _module_name(path)
+    src = _package(here)
+    bad = []
+    for module, line in _imports(path, here):
+        dst = _package(module)
+        if dst is None or dst == src:
+            continue
+        if dst == "__init__":
+            bad.append(f"{here}:{line} imports the package root")
+        elif LEVELS[dst] >= LEVELS[src]:
+            bad.append(f"{here}:{line} ({src}, floor {LEVELS[src]}) imports {module} ({dst}, floor "
+                       f"{LEVELS[dst]})")
+    return bad
+
+
+def test_no_import_runs_against_the_dependency_order():
+    bad = [v for path in _files() for v in _violations(path)]
+    assert not bad, "imports running up the dependency order:\n" + "\n".join(bad)
+
+
+def test_no_import_cycles_between_modules():
+    names = {_module_name(p): p for p in _files()}
+    graph = {}
+    for name, path in names.items():
+        targets = set()
+        for module, _ in _imports(path):
+            # `from tfrobust.attacks import _common` names a module; `from x import y` a name in x.
+            target = module if module in names else module.rsplit(".", 1)[0]
+            if target in names and target != name and not names[target].name == "__init__.py":
+                targets.add(target)
+        graph[name] = targets
+    # Tarjan-free DFS with colours: report the first cycle found.
+    colour, stack = {}, []
+
+    def visit(node):
+        colour[node] = "grey"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if colour.get(nxt) == "grey":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in colour:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        colour[node] = "black"
+        return None
+
+    for node in sorted(graph):
+        if node not in colour:
+            cycle = visit(node)
+            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_checker_sees_upward_and_root_imports(tmp_path):
+    # The rules are not vacuous: an in-function upward import and a root import are both caught.
+    probe = tmp_path / "probe.py"
+    probe.write_text("import tfrobust\n\ndef f():\n    from tfrobust.attacks import pgd\n")
+    bad = _violations(probe, here="tfrobust.layers._probe")
+    assert len(bad) == 2 and "imports the package root" in bad[0] and "tfrobust.attacks" in bad[1]
