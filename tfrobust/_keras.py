@@ -1,7 +1,7 @@
 """The single place where tfrobust imports Keras.
 
 tfrobust uses the Keras 2 API through the ``tf_keras`` package: TF-MOT 0.8.x and the TFLite
-deployment tool chain only accept tf_keras models (see ``ARCHITECTURE.md``). Every other module
+deployment tool chain only accept tf_keras models (see ``docs/architecture.md``). Every other module
 does ``from tfrobust._keras import keras``; a future Keras 3 port then touches this file only.
 
 Importing this module never mutates the environment (no ``TF_USE_LEGACY_KERAS`` here); the
