@@ -180,8 +180,10 @@ END = "<!-- evaluation-benchmark:end -->"
 
 def _markdown(rows, meta):
     lines = [BEGIN, "",
-             f"Fashion-MNIST, the first {rows[0]['n']} test images, L-inf eps {EPS}; one process, "
-             f"{meta['when']}, {meta['machine']}; versions {meta['versions']}.", "",
+             f"Fashion-MNIST, the first {rows[0]['n']} test images, L-inf eps {EPS}; {meta['when']}, "
+             f"{meta['machine']}; versions {meta['versions']}. ART's results come from the same script's "
+             "`art` part (cached per model under runs/bench_evaluation/), ours from its `ours` part run "
+             "after it, never overlapping; other engineers' jobs shared the machine.", "",
              "| model | preset | clean | ours robust | ART AutoAttack robust | art_only_broken | "
              "ours_only_broken | ours s | ART s | speed-up |",
              "|---|---|---|---|---|---|---|---|---|---|"]
