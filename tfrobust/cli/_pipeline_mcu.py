@@ -377,9 +377,11 @@ def frontier_plot(points, path, *, max_weight_bytes=None, eps=None, title=None):
     ax.scatter(kb, [p["robust"] for p in points], marker="^",
                label=f"robust, attacked as deployed{f' (eps {eps:g})' if eps is not None else ''}")
     for k, p in zip(kb, points):
-        ax.annotate(p["name"], (k, p["robust"]), fontsize=6, xytext=(3, -9), textcoords="offset points")
+        ax.annotate(p["name"], (k, p["robust"]), fontsize=6, xytext=(-4, -10), textcoords="offset points",
+                    ha="right" if k > 0.5 * max(kb) else "left")
     if max_weight_bytes:
         ax.axvline(max_weight_bytes / 1024, color="k", ls="--", lw=1, label="weight budget")
+    ax.set_xlim(0, 1.15 * max([*kb, (max_weight_bytes or 0) / 1024]))
     ax.set_xlabel("deployed weight bytes (KiB, read from the .tflite)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
