@@ -2,7 +2,7 @@
 
 Each test asserts the error type and that the message names the argument. The evaluation-side
 cases (wrong image shape, labels >= num_classes, probability outputs) live in
-tests/evaluation/test_bad_inputs.py.
+tests/evaluation/test_bad_inputs.py (same rules, evaluation side).
 """
 
 import math
