@@ -163,8 +163,14 @@ def test_cnn_with_pooling_matches_keras_exactly_also_with_negative_batchnorm_sca
         run = run_on_host(prog, pixels, cflags=CFLAGS)
         logits = run_keras(model, pixels.astype("float32") / 255.0)
         np.testing.assert_array_equal(run.preact, keras_last_preact(model, pixels))
-        np.testing.assert_array_equal(run.argmax, logits.argmax(axis=1))
         np.testing.assert_allclose(run.logits, logits, rtol=1e-4, atol=1e-4)
+        # The integer pre-activations are equal, so the float logits differ only by rounding of the
+        # last layer's scale and bias (<= 1e-4 above): the arg-max must agree wherever the top two
+        # logits are further apart than that (an untrained net has exact integer-sum ties).
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 2e-3
+        assert clear.mean() > 0.8, f"only {clear.mean():.0%} of the images have a clear top class"
+        np.testing.assert_array_equal(run.argmax[clear], logits.argmax(axis=1)[clear])
     assert prog.report["kernel_ratio"] < 1 / 25
     # Sums, pooling and thresholds are fused: only bit maps (and the 10 logit sums) are stored.
     assert prog.report["ram_bytes"] == 4 * (14 * 14 * 1 + 7 * 7 * 1 + 10)
