@@ -48,13 +48,12 @@ import tensorflow as tf  # noqa: E402
 from benchmarks._harness import compare, markdown_table  # noqa: E402
 from tfrobust import attacks, data, models, utils  # noqa: E402
 from tfrobust._keras import keras  # noqa: E402
-from tfrobust.evaluation import robust_accuracy  # noqa: E402
+from tfrobust.evaluation import accuracy_under, robust_accuracy  # noqa: E402
 from tfrobust.trainers import (  # noqa: E402
     AdversarialTrainer,
     AttackSpec,
     FeedbackLearning,
     ProactiveDefense,
-    accuracy_under,
 )
 
 EPS = 0.1

@@ -19,10 +19,11 @@ LEVELS = {
     "losses": 2,
     "models": 3, "tflite_tools": 3, "testing": 3,
     "attacks": 4,
-    "evaluation": 5, "trainers": 5,
-    "compression": 6,
-    "cli": 7, "__init__": 7,  # the package root re-exports the public packages
-    "__main__": 8,
+    "evaluation": 5,
+    "trainers": 6,
+    "compression": 7,
+    "cli": 8, "__init__": 8,  # the package root re-exports the public packages
+    "__main__": 9,
 }
 
 

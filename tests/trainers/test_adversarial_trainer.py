@@ -4,7 +4,8 @@ import tensorflow as tf
 
 from tfrobust import attacks
 from tfrobust._keras import keras
-from tfrobust.trainers import AdversarialTrainer, kl_divergence
+from tfrobust.losses import kl_divergence
+from tfrobust.trainers import AdversarialTrainer
 
 
 def _compile(trainer, lr=1e-3):

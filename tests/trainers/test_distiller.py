@@ -3,7 +3,8 @@ import pytest
 import tensorflow as tf
 
 from tfrobust._keras import keras
-from tfrobust.trainers import Distiller, distillation_loss, soft_targets
+from tfrobust.losses import distillation_loss, soft_targets
+from tfrobust.trainers import Distiller
 
 
 def np_softmax(z):

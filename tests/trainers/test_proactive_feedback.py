@@ -4,13 +4,8 @@ import tensorflow as tf
 
 from tfrobust import attacks
 from tfrobust._keras import keras
-from tfrobust.trainers import (
-    AttackSpec,
-    FeedbackLearning,
-    ProactiveDefense,
-    inequality,
-    minimal_perturbation,
-)
+from tfrobust.evaluation import inequality, minimal_perturbation
+from tfrobust.trainers import AttackSpec, FeedbackLearning, ProactiveDefense
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,11 @@ import tensorflow as tf
 
 from tfrobust import _validate as V
 from tfrobust._keras import keras
+from tfrobust.losses import kl_divergence
 from tfrobust.trainers._base import Trainer, average_loss, hard_labels
 
 METHODS = ("fgsm", "fgsm_rs", "pgd", "trades")
 EVAL_ATTACKS = (None, "fgsm", "pgd")
-
-
-def kl_divergence(p_logits, q_logits):
-    """Per-example ``KL(softmax(p_logits) || softmax(q_logits))``."""
-    log_p = tf.nn.log_softmax(p_logits)
-    log_q = tf.nn.log_softmax(q_logits)
-    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
 
 
 @keras.utils.register_keras_serializable(package="tfrobust")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,15 @@ import tensorflow as tf
 from tfrobust import _validate as V
 from tfrobust import attacks
 from tfrobust._keras import check_tf_keras_model
+from tfrobust.data import as_tf_dataset
+from tfrobust.evaluation import (
+    accuracy_under,
+    attack_dataset,
+    inequality,
+    minimal_perturbation,
+    per_class_accuracy,
+)
+from tfrobust.trainers._base import Trainer
 from tfrobust.utils import atomic_write_json
 
 # ----------------------------------------------------------------------------- attacks
@@ -66,30 +76,6 @@ def _as_attack(value, argument):
                     f"Received: {argument}={value!r}")
 
 
-def attack_dataset(attack, model, x, y, *, batch_size: int = 256) -> np.ndarray:
-    """Run ``attack`` over arrays ``(x, y)`` in batches; returns the adversarial images (NumPy)."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = tf.convert_to_tensor(x[i:i + batch_size])
-        yb = tf.convert_to_tensor(np.asarray(y[i:i + batch_size]).astype(np.int32))
-        out.append(attack(model, xb, yb).numpy())
-    return np.concatenate(out, axis=0) if out else np.zeros_like(x)
-
-
-def _predict(model, x, batch_size=512):
-    preds = []
-    for i in range(0, len(x), batch_size):
-        logits = model(tf.convert_to_tensor(x[i:i + batch_size]), training=False)
-        preds.append(np.argmax(logits.numpy(), axis=1))
-    return np.concatenate(preds) if preds else np.zeros([0], np.int64)
-
-
-def accuracy_under(attack, model, x, y, *, batch_size: int = 256) -> float:
-    """Accuracy of ``model`` on ``attack``'s examples of ``(x, y)`` (clean accuracy when attack is None)."""
-    x_eval = x if attack is None else attack_dataset(attack, model, x, y, batch_size=batch_size)
-    return float(np.mean(_predict(model, x_eval) == np.asarray(y)))
-
-
 # ----------------------------------------------------------------------------- checkpointing
 
 
@@ -119,8 +105,6 @@ class _RoundLoop:
     @property
     def inner(self):
         """The model that is saved/deployed (a trainer's wrapped model, else the model itself)."""
-        from tfrobust.trainers._base import Trainer
-
         return self.model.model if isinstance(self.model, Trainer) else self.model
 
     def _state_path(self):
@@ -149,8 +133,6 @@ class _RoundLoop:
         atomic_write_json(self._state_path(), state)
 
     def _fit(self, x, y, round_index):
-        from tfrobust.data import as_tf_dataset
-
         ds = as_tf_dataset(x, y, batch_size=self.batch_size, shuffle=True, seed=self.seed + round_index)
         hist = self.model.fit(ds, epochs=self.epochs_per_round, verbose=self.verbose)
         return float(hist.history["loss"][-1])
@@ -222,8 +204,6 @@ class ProactiveDefense(_RoundLoop):
 
         Row ``round = 0`` is the model before any adversarial round.
         """
-        import time
-
         state = self._load() or {"rows": [], "next_round": 0}
         for t in range(state["next_round"], self.rounds + 1):
             start = time.perf_counter()
@@ -244,88 +224,21 @@ class ProactiveDefense(_RoundLoop):
 # ----------------------------------------------------------------------------- feedback learning
 
 
-def minimal_perturbation(model, x, y, *, eps_max: float, method: str = "fgsm", search_steps: int = 8,
-                         pgd_steps: int = 10, batch_size: int = 256) -> np.ndarray:
-    """Per-example smallest L-inf eps in ``[0, eps_max]`` that changes the prediction.
-
-    - ``"fgsm"``: exact bisection along the FGSM direction: for one image,
-      ``x_adv(e) = clip(x + e * sign(grad), 0, 1)``, so the direction is taken once from
-      :func:`tfrobust.attacks.fgsm` and each example is bisected on its own ``e``.
-    - ``"pgd"``: :func:`tfrobust.attacks.pgd` (``pgd_steps`` steps) at each radius of the grid
-      ``eps_max * k / G``, ``k = 1..G``, ``G = min(16, 2**search_steps)``; the distance is the
-      first radius that flips the example (a grid, because the attack takes one eps per call).
-
-    Misclassified examples get 0; examples that resist ``eps_max`` get ``eps_max`` (censored).
-
-    Returns:
-      float array ``[N]``.
-    """
-
-    V.choice("method", method, ("fgsm", "pgd"))
-    V.number("eps_max", eps_max, minimum=0.0, open_min=True)
-    y = np.asarray(y).astype(np.int64)
-    out = np.empty(len(x), np.float64)
-    for i in range(0, len(x), batch_size):
-        xb = tf.convert_to_tensor(x[i:i + batch_size])
-        yb = y[i:i + batch_size]
-        wrong = _predict(model, xb.numpy()) != yb
-        if method == "fgsm":
-            direction = tf.sign(attacks.fgsm(model, xb, yb.astype(np.int32), eps=1.0) - xb)
-            lo = np.zeros(len(yb))
-            hi = np.full(len(yb), float(eps_max))
-
-            def flips(e, xb=xb, direction=direction, yb=yb):
-                e_t = tf.reshape(tf.constant(e, tf.float32), [-1] + [1] * (xb.shape.rank - 1))
-                return _predict(model, tf.clip_by_value(xb + e_t * direction, 0.0, 1.0).numpy()) != yb
-
-            ok_at_max = ~flips(hi)
-            for _ in range(search_steps):
-                mid = (lo + hi) / 2
-                f = flips(mid)
-                hi = np.where(f, mid, hi)
-                lo = np.where(f, lo, mid)
-            dist = np.where(ok_at_max, float(eps_max), hi)
-        else:
-            grid = min(16, 2 ** search_steps)
-            dist = np.full(len(yb), float(eps_max))
-            found = np.zeros(len(yb), bool)
-            for k in range(1, grid + 1):
-                e = eps_max * k / grid
-                x_adv = attacks.pgd(model, xb, yb.astype(np.int32), eps=e, steps=pgd_steps)
-                f = (_predict(model, x_adv.numpy()) != yb) & ~found
-                dist = np.where(f, e, dist)
-                found |= f
-                if found.all():
-                    break
-        out[i:i + len(yb)] = np.where(wrong, 0.0, dist)
-    return out
-
-
-def inequality(values) -> dict:
-    """Spread of per-class figures: standard deviation, max - min and the Gini coefficient.
-
-    ``Gini = sum_ij |v_i - v_j| / (2 K^2 mean(v))`` (0 = all classes equal).
-    """
-    v = np.asarray([a for a in values if a is not None], np.float64)
-    mean = float(v.mean())
-    gini = float(np.abs(v[:, None] - v[None, :]).sum() / (2 * len(v) ** 2 * mean)) if mean > 0 else 0.0
-    return {"std": float(v.std()), "range": float(v.max() - v.min()), "gini": gini, "mean": mean}
-
-
 class FeedbackLearning(_RoundLoop):
     """Feedback learning: measure per-class robustness, then generate adversarial examples by weakness.
 
     Each round:
 
     1. measure each class's robustness in decision space: ``d_c``, the mean minimal L-inf
-       perturbation that flips the examples of class ``c`` (:func:`minimal_perturbation`, on a
-       probe set of training examples);
+       perturbation that flips the examples of class ``c``
+       (:func:`tfrobust.evaluation.minimal_perturbation`, on a probe set of training examples);
     2. class-proportion compensation: generate ``n_c = budget * w_c / sum(w)`` adversarial
        examples from class ``c`` with ``w_c = 1 / max(d_c, eps_max / 100)`` (weaker classes get
        more; ``proportional=False`` gives every class ``budget / K``, the uniform baseline);
     3. retrain on the training set plus those examples (true labels);
     4. report per-class robust accuracy (the evaluation attack on the test set), per-class
-       ``d_c``, and the inequality (:func:`inequality`) of per-class robust accuracy.
+       ``d_c``, and the inequality (:func:`tfrobust.evaluation.inequality`) of per-class robust
+       accuracy.
 
     Args:
       model: a compiled tf_keras model or trainer.
@@ -397,14 +310,8 @@ class FeedbackLearning(_RoundLoop):
 
     def per_class_accuracy(self, attack, x, y, num_classes):
         """``(overall accuracy, [accuracy of class c])`` on ``attack``'s examples (clean when None)."""
-        x_eval = x
-        if attack is not None:
-            x_eval = attack_dataset(attack, self.inner, x, y, batch_size=self.attack_batch_size)
-        pred = _predict(self.inner, x_eval)
-        # A class absent from `y` has no accuracy (None) and is left out of the inequality.
-        per_class = [float(np.mean(pred[y == c] == c)) if np.any(y == c) else None
-                     for c in range(num_classes)]
-        return float(np.mean(pred == y)), per_class
+        return per_class_accuracy(attack, self.inner, x, y, num_classes,
+                                  batch_size=self.attack_batch_size)
 
     def _measure(self, t, x, y, x_test, y_test, k, loss, alloc, seconds):
         robust_all, robust = self.per_class_accuracy(self.eval_attack, x_test, y_test, k)
@@ -426,8 +333,6 @@ class FeedbackLearning(_RoundLoop):
 
     def run(self, x, y, x_test, y_test) -> dict:
         """Run (or resume); returns ``{"attack", "eval_attack", "proportional", "rounds": [rows]}``."""
-        import time
-
         y = np.asarray(y).astype(np.int64)
         y_test = np.asarray(y_test).astype(np.int64)
         k = self.num_classes or int(max(y.max(), y_test.max()) + 1)
