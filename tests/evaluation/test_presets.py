@@ -29,7 +29,7 @@ def _rescaled(model, scale, offset):
     return keras.Sequential([keras.Input((6, 6, 1)), back, model])
 
 
-@pytest.mark.parametrize("preset", ["fast", "standard", "adaptive"])
+@pytest.mark.parametrize("preset", ["fast", "standard", "autoattack", "adaptive"])
 @pytest.mark.parametrize("scale, offset", [(255.0, 0.0), (2.0, -1.0)])
 def test_every_preset_gives_the_same_figure_in_the_models_own_range(problem, preset, scale, offset):
     model, x, y = problem

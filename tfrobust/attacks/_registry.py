@@ -13,11 +13,12 @@ from typing import ClassVar
 from tfrobust import _validate as V
 from tfrobust.attacks import _common as C
 from tfrobust.attacks._apgd import apgd, apgd_targeted
+from tfrobust.attacks._fab import fab_targeted
 from tfrobust.attacks._pgd import default_step_size, fgsm, pgd
 from tfrobust.attacks._random_search import random_search
 from tfrobust.attacks._square import square
 
-__all__ = ["APGD", "APGDT", "FGSM", "PGD", "Attack", "RandomSearch", "Square", "get", "names"]
+__all__ = ["APGD", "APGDT", "FABT", "FGSM", "PGD", "Attack", "RandomSearch", "Square", "get", "names"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +165,25 @@ class APGDT(Attack):
 
 
 @dataclasses.dataclass(frozen=True)
+class FABT(Attack):
+    """:func:`~tfrobust.attacks.fab_targeted` (FAB-T; AutoAttack: 9 targets, 100 steps, no restarts)."""
+
+    name: ClassVar[str] = "fab-t"
+    eps: float
+    norm: str = "linf"
+    steps: int = 100
+    targets: int = 9
+
+    def _check_params(self):
+        V.integer("steps", self.steps, minimum=1)
+        V.integer("targets", self.targets, minimum=1)
+
+    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
+        return fab_targeted(model_fn, x, y, eps=self.eps, steps=self.steps, norm=self.norm,
+                            targets=self.targets, clip_min=clip_min, clip_max=clip_max, seed=seed)
+
+
+@dataclasses.dataclass(frozen=True)
 class Square(Attack):
     """:func:`~tfrobust.attacks.square`: score-based, no gradients (AutoAttack: 5000 queries, p_init 0.8)."""
 
@@ -209,6 +229,7 @@ _TABLE = {
     "apgd-ce": (APGD, {"loss": "ce"}),
     "apgd-dlr": (APGD, {"loss": "dlr"}),
     "apgd-t": (APGDT, {}),
+    "fab-t": (FABT, {}),
     "square": (Square, {}),
     "random-search": (RandomSearch, {}),
 }
