@@ -20,6 +20,8 @@ from tfrobust import attacks
 from tfrobust._version import __version__
 from tfrobust.attacks import _common as C
 from tfrobust.evaluation._robust import RobustnessReport, robust_accuracy
+from tfrobust.tflite_tools._bitpack import BinaryCProgram
+from tfrobust.tflite_tools._bitpack_runner import BitpackRunner
 
 COMPONENTS = ("transfer", "apgd-ce", "apgd-dlr", "apgd-t", "square")
 
@@ -96,6 +98,48 @@ def _project(x, x_adv, eps, norm, lo, hi):
     return np.clip(x + d, lo, hi).astype(np.float32)
 
 
+def _snap_to_inputs(x, cand, eps, norm, lo, hi, quantization):
+    """Move projected candidates onto the deployed model's input grid, inside the ball and clip range.
+
+    A deployed model with quantized inputs (``quantization = (scale, zero_point, qmin, qmax)``, e.g.
+    the ``uint8`` pixels of a bit-packed C program) sees ``round(x / scale)``, which may lie half a
+    step outside the eps-ball even when the float candidate is inside (eps = 0.1 is 25.5 pixel
+    steps of 1/255). Each candidate is replaced by a grid point the model receives unchanged: L-inf,
+    the nearest grid value inside ``[x - eps, x + eps]`` and the clip range per pixel (the pixel of
+    ``x`` itself where the interval holds no grid value); L2, the nearest grid point, or, when that
+    leaves the ball, the grid point rounded towards ``x``. Exact when ``x`` lies on the grid (pixel
+    images / 255); the caller's ball check still rejects anything outside.
+    """
+    scale, zp, qmin, qmax = (float(v) for v in quantization)
+    tol = 1e-4  # in grid steps: far below the ball check's own tolerance
+
+    def to_q(v):
+        return v.astype(np.float64) / scale + zp
+
+    def from_q(q):
+        return ((q - zp) * scale).astype(np.float32)
+
+    def round_half_away(v):
+        return np.trunc(v + np.copysign(0.5, v))
+
+    q_lo = max(qmin, math.ceil(lo / scale + zp - tol))
+    q_hi = min(qmax, math.floor(hi / scale + zp + tol))
+    q = np.clip(round_half_away(to_q(cand)), q_lo, q_hi)
+    if norm == "linf":
+        a = np.maximum(np.ceil(to_q(x - np.float64(eps)) - tol), q_lo)
+        b = np.minimum(np.floor(to_q(x + np.float64(eps)) + tol), q_hi)
+        own = np.clip(round_half_away(to_q(x)), q_lo, q_hi)
+        return from_q(np.where(a <= b, np.clip(q, a, b), own))
+    out = from_q(q)
+    size = np.sqrt(np.sum((out.astype(np.float64) - x).reshape(len(x), -1) ** 2, 1))
+    over = size > eps * (1 + 1e-5)
+    if over.any():
+        q_x = np.clip(round_half_away(to_q(x[over])), q_lo, q_hi)
+        toward = np.clip(q_x + np.trunc(to_q(cand[over]) - q_x), q_lo, q_hi)
+        out[over] = from_q(toward)
+    return out
+
+
 def _in_ball(x, x_adv, eps, norm, lo, hi):
     """Per example: ``|x_adv - x| <= eps`` (float tolerance) and ``x_adv`` inside the clip range."""
     d = (x_adv.astype(np.float64) - x).reshape(len(x), -1)
@@ -120,6 +164,11 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
     Components, each judged by the deployed model itself (``deployed``, e.g. a
     :class:`~tfrobust.tflite_tools.TFLiteModel` of a float, int8 or binary-int8 ``.tflite``):
 
+    The deployed model may also be the bit-packed binary C program, compiled once and called on
+    the host (:class:`~tfrobust.tflite_tools._bitpack_runner.BitpackRunner`, or a
+    ``BinaryCProgram`` from ``generate_c``, compiled here); its source is the binary Keras model
+    (straight-through gradients as the differentiable approximation).
+
     1. ``transfer``: the source model's ``standard``-preset adversarial examples
        (:func:`robust_accuracy` on ``source_model``, or ``source_report`` / ``transfer_examples``
        when already computed) replayed on the deployed model.
@@ -133,7 +182,10 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
 
     Every counted success is re-checked: the candidate is projected onto the eps-ball and the clip
     range, run once more on ``deployed``, and counted only if the deployed model misclassifies it
-    and it lies in the ball. The robust accuracy is
+    and it lies in the ball. When ``deployed`` declares quantized inputs (an ``input_quantization``
+    attribute ``(scale, zero_point, qmin, qmax)``, as the C program's ``uint8`` pixels), the candidate
+    is first moved onto that input grid inside the ball, so the program is confirmed on exactly the
+    input it receives. The robust accuracy is
 
         ``1/N sum_i 1[d(x_i) = y_i and d(A_k(x_i)) = y_i for every component k]``
 
@@ -144,7 +196,8 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
 
     Args:
       deployed: callable float images -> logits of the deployed model (a ``TFLiteModel``; wrap a
-        ``.tflite`` path with ``tfrobust.tflite_tools.TFLiteModel(path)``).
+        ``.tflite`` path with ``tfrobust.tflite_tools.TFLiteModel(path)``; a bit-packed C program
+        with ``BitpackRunner(path_or_program)``), or a ``BinaryCProgram``.
       source_model: the Keras model the file came from (the float or QAT model), for gradients and
         transfer.
       x: float images in ``[clip_min, clip_max]``.
@@ -185,8 +238,11 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
     """
     if isinstance(deployed, (str, bytes, bytearray)) or hasattr(deployed, "__fspath__"):
         raise TypeError("`deployed` must be a callable model (images -> logits); wrap a .tflite file with "
-                        "`tfrobust.tflite_tools.TFLiteModel(path)`. Received: deployed of type "
-                        f"{type(deployed).__name__}")
+                        "`tfrobust.tflite_tools.TFLiteModel(path)` and a bit-packed C program (.c) with "
+                        "`tfrobust.tflite_tools._bitpack_runner.BitpackRunner(path)`. Received: deployed of "
+                        f"type {type(deployed).__name__}")
+    if isinstance(deployed, BinaryCProgram):
+        deployed = BitpackRunner(deployed)  # compiled once here
     C.check_model_fn(deployed)
     C.check_model_fn(source_model)
     eps = V.number("eps", eps, minimum=0.0)
@@ -220,6 +276,7 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
             raise ValueError("`transfer_examples` must have the shape of `x`. Received: "
                              f"transfer_examples.shape={transfer_examples.shape}, x.shape={x_np.shape}")
 
+    quantization = getattr(deployed, "input_quantization", None)
     warnings = []
     logits0 = _deployed_logits(deployed, x_np, batch_size)
     num_classes = int(logits0.shape[1])
@@ -236,6 +293,8 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
     def confirm(idx, candidates):
         """Project, re-run on the deployed model; returns the confirmed-broken mask over ``idx``."""
         cand = _project(x_np[idx], np.asarray(candidates), eps, norm, lo, hi)
+        if quantization is not None:
+            cand = _snap_to_inputs(x_np[idx], cand, eps, norm, lo, hi, quantization)
         pred = np.argmax(_deployed_logits(deployed, cand, batch_size), 1)
         ok_ball = _in_ball(x_np[idx], cand, eps, norm, lo, hi)
         rejected[0] += int(np.sum(~ok_ball & (pred != y_np[idx])))
@@ -352,7 +411,9 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
         warnings.append(f"{rejected[0]} candidate(s) fooled the deployed model only outside the eps-ball or "
                         "clip range and were not counted. Fix: none needed; report it if it persists.")
     config = {
-        "preset": "deployed", "eps": float(eps), "norm": norm, "clip_min": lo, "clip_max": hi,
+        "preset": "deployed", "deployed": repr(deployed),
+        "input_quantization": None if quantization is None else [float(v) for v in quantization],
+        "eps": float(eps), "norm": norm, "clip_min": lo, "clip_max": hi,
         "batch_size": batch_size, "seed": seed, "cascade": cascade, "steps": steps, "eot_samples": None,
         "bpda": True, "source_bpda_surrogates": bpda, "declared_layers": declared,
         "attacks": list(per_attack), "num_classes": num_classes, "targets": n_targets,

@@ -115,6 +115,8 @@ class BinaryCProgram:
         model: kernels, biases, BatchNorm), ``float_kernel_bytes``, ``ratio`` (packed + params over
         float weight bytes), ``kernel_ratio`` and ``ram_bytes`` (static activation buffers), plus
         ``layers`` (one line per C operation).
+      input_scale: ``x = q . input_scale`` on the ``uint8`` path (the header's
+        ``<NAME>_INPUT_SCALE``); 1.0 on the ``float32`` path.
     """
 
     name: str
@@ -125,6 +127,7 @@ class BinaryCProgram:
     input_dtype: str
     integer_preact: bool
     report: dict
+    input_scale: float = 1.0 / 255.0
 
 
 def _unsupported(layer, why):
@@ -608,7 +611,10 @@ def generate_c(model, *, name: str = "tfr_bnn", input_dtype: str = "uint8",
         f"#define {upper}_INPUT_HEIGHT {in_shape[0]}\n#define {upper}_INPUT_WIDTH {in_shape[1]}\n"
         f"#define {upper}_INPUT_CHANNELS {in_shape[2]}\n"
         f"#define {upper}_INPUT_SIZE {in_shape[0] * in_shape[1] * in_shape[2]}\n"
-        f"#define {upper}_NUM_CLASSES {k}\n\n"
+        f"#define {upper}_NUM_CLASSES {k}\n"
+        + (f"#define {upper}_INPUT_SCALE {_f32(input_scale)} /* x = q * INPUT_SCALE for uint8 pixels q */\n"
+           if input_dtype == "uint8" else "")
+        + "\n"
         "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
         "/* One example in row-major HWC order; logits and preact (NUM_CLASSES each) may be NULL.\n"
         "   Returns the argmax of the logits. Uses static buffers: not reentrant. */\n"
@@ -653,7 +659,8 @@ def generate_c(model, *, name: str = "tfr_bnn", input_dtype: str = "uint8",
         "ram_bytes": ram,
         "layers": b.ops,
     }
-    return BinaryCProgram(name, header, source, in_shape, k, input_dtype, integer_preact, report)
+    return BinaryCProgram(name, header, source, in_shape, k, input_dtype, integer_preact, report,
+                          float(input_scale) if input_dtype == "uint8" else 1.0)
 
 
 def export_binary_c(model, directory, *, name: str = "tfr_bnn", **kwargs) -> BinaryCProgram:
