@@ -8,8 +8,45 @@ from pathlib import Path
 from tfrobust import _validate as V
 from tfrobust import data, evaluation, models, utils
 from tfrobust._keras import keras
+from tfrobust.cli._flags import kind_of, setting
 
 DATASETS = ("fashion_mnist", "mnist")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """The dataset settings every command that reads a dataset shares (declared here once).
+
+    A command's ``Config`` subclasses it; ``tfrobust convert`` overrides ``dataset`` (optional there:
+    only int8 / binary conversions calibrate).
+    """
+
+    dataset: str = setting("fashion_mnist", "Dataset (tfrobust.data).", choices=DATASETS)
+    data_dir: str | None = setting(None, "Folder searched first for the dataset's IDX files.")
+
+
+def check_choices(config) -> None:
+    """Every field declared with ``choices`` (:func:`tfrobust.cli._flags.setting`) holds one of them."""
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        if choices and getattr(config, f.name) is not None:
+            V.choice(f.name, getattr(config, f.name), choices)
+
+
+def check_bounds(config, **bounds) -> None:
+    """Range checks of numeric fields: ``name=(minimum, maximum)`` (None: unbounded); None values pass.
+
+    ``int`` fields are checked as integers, ``float`` ones as numbers (closed bounds, as absl's).
+    """
+    kinds = {f.name: kind_of(f) for f in dataclasses.fields(config)}
+    for name, (lo, hi) in bounds.items():
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if kinds[name] == "int":
+            V.integer(name, value, minimum=lo, maximum=hi)
+        else:
+            V.number(name, value, minimum=lo, maximum=hi)
 
 
 def check_common(config) -> None:

@@ -31,7 +31,7 @@ def setting(default=_REQUIRED, help: str = "", *, choices=None):  # noqa: A002 -
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _kind(field) -> str:
+def kind_of(field) -> str:
     """``bool``, ``int``, ``float`` or ``str`` from the field's annotation (a string under PEP 563)."""
     annotation = field.type if isinstance(field.type, str) else str(field.type)
     for kind in ("bool", "int", "float", "str"):
@@ -48,7 +48,7 @@ def define(config_cls, module_name: str, flag_values=flags.FLAGS) -> None:
         required = f.default is _REQUIRED
         default = None if required else f.default
         help_text = f.metadata.get("help", "")
-        kind = _kind(f)
+        kind = kind_of(f)
         common = {"flag_values": flag_values, "module_name": module_name}
         if kind == "str" and f.metadata.get("choices"):
             flags.DEFINE_enum(f.name, default, list(f.metadata["choices"]), help_text, **common)

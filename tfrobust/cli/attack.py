@@ -1,82 +1,94 @@
-"""``tfrobust attack``: run one attack on a saved model, write ``attack.json`` and ``attack.md``."""
+"""``tfrobust attack``: run one attack on a saved model, write ``attack.json`` and ``attack.md``.
+
+Python: ``run(Config(model="m.keras", eps=0.1, out="runs/attack"))`` returns the result dict.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
-from absl import flags
+import numpy as np
+import tensorflow as tf
 
-FLAGS = flags.FLAGS
+from tfrobust import attacks, evaluation, utils
+from tfrobust.cli import _common
+from tfrobust.cli import _flags as F
+from tfrobust.cli._flags import setting
 
-flags.DEFINE_string("model", None, "Saved model: .keras, .h5 or a SavedModel folder.")
-flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "mnist"], "Dataset (its test split).")
-flags.DEFINE_enum("attack", "pgd", ["fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square"],
-                  "Attack to run (tfrobust.attacks.get names).")
-flags.DEFINE_float("eps", None, "Perturbation radius (images are in [0, 1]).", lower_bound=0.0)
-flags.DEFINE_enum("norm", "linf", ["linf", "l2"], "Norm of the perturbation ball.")
-flags.DEFINE_integer("steps", 20, "Attack steps (pgd, apgd-*).", lower_bound=1)
-flags.DEFINE_float("step_size", None, "PGD step size (default 2.5 * eps / steps).", lower_bound=0.0)
-flags.DEFINE_integer("restarts", 1, "Random restarts (pgd, apgd-*).", lower_bound=1)
-flags.DEFINE_integer("queries", 5000, "Queries per example (square).", lower_bound=0)
-flags.DEFINE_integer("num_examples", 1000, "Attack the first N test images.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of the random start.", lower_bound=0)
-flags.DEFINE_string("data_dir", None, "Folder searched first for the dataset's IDX files.")
-flags.DEFINE_string("out", None, "Output folder (attack.json, attack.md).")
-flags.mark_flags_as_required(["model", "eps", "out"])
+ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square")
 
 
-def _config():
-    """The attack's full configuration from the flags: its own settings only, defaults from attacks.get."""
-    from tfrobust import attacks
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(_common.DataConfig):
+    """Settings of ``tfrobust attack`` (each is also a flag of the same name)."""
 
-    flag_values = {"norm": FLAGS.norm, "steps": FLAGS.steps, "step_size": FLAGS.step_size,
-                   "restarts": FLAGS.restarts, "queries": FLAGS.queries}
-    settings = attacks.get(FLAGS.attack, eps=FLAGS.eps).get_config()
-    settings.update({k: v for k, v in flag_values.items() if k in settings})
-    return {"attack": settings, "seed": FLAGS.seed, "batch_size": FLAGS.batch_size}
+    model: str = setting(help="Saved model: .keras, .h5 or a SavedModel folder.")
+    eps: float = setting(help="Perturbation radius (images are in [0, 1]).")
+    out: str = setting(help="Output folder (attack.json, attack.md).")
+    attack: str = setting("pgd", "Attack to run (tfrobust.attacks.get names).", choices=ATTACKS)
+    norm: str = setting("linf", "Norm of the perturbation ball.", choices=("linf", "l2"))
+    steps: int = setting(20, "Attack steps (pgd, apgd-*).")
+    step_size: float | None = setting(None, "PGD step size (default 2.5 * eps / steps).")
+    restarts: int = setting(1, "Random restarts (pgd, apgd-*).")
+    queries: int = setting(5000, "Queries per example (square).")
+    num_examples: int = setting(1000, "Attack the first N test images.")
+    batch_size: int = setting(256, "Batch size.")
+    seed: int = setting(0, "Seed of the random start.")
+
+    def __post_init__(self):
+        _common.check_choices(self)
+        _common.check_bounds(self, eps=(0.0, None), steps=(1, None), step_size=(0.0, None),
+                             restarts=(1, None), queries=(0, None), num_examples=(1, None),
+                             batch_size=(1, None), seed=(0, None))
+
+    def attack_config(self) -> dict:
+        """The attack's full configuration: its own settings only, defaults from ``attacks.get``."""
+        given = {"norm": self.norm, "steps": self.steps, "step_size": self.step_size,
+                 "restarts": self.restarts, "queries": self.queries}
+        settings = attacks.get(self.attack, eps=self.eps).get_config()
+        settings.update({k: v for k, v in given.items() if k in settings})
+        return settings
 
 
-def run() -> int:
-    return execute(_config(), model_path=FLAGS.model, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-                   num_examples=FLAGS.num_examples, out=FLAGS.out)
-
-
-def execute(cfg, *, model_path, dataset, data_dir, num_examples, out) -> int:
-    """Run ``cfg["attack"]`` (an :func:`tfrobust.attacks.get` config) on a saved model's test images."""
-    import numpy as np
-    import tensorflow as tf
-
-    from tfrobust import attacks, data, evaluation, utils
-
-    model_fn, _ = evaluation.load_model_fn(model_path)
-    x, y = data.load_dataset(dataset, "test", data_dir=data_dir, limit=num_examples)
+def run(config: Config) -> dict:
+    """Run the attack on the first ``num_examples`` test images; write ``attack.json`` / ``attack.md``."""
+    cfg = {"attack": config.attack_config(), "seed": config.seed, "batch_size": config.batch_size}
+    model_fn, _ = evaluation.load_model_fn(config.model)
+    x, y = _common.load_split(config, "test", config.num_examples)
     attack = attacks.get(cfg["attack"])
-    bs = cfg["batch_size"]
+    bs = config.batch_size
 
     start = time.perf_counter()
     adv = np.concatenate([np.asarray(attack(model_fn, tf.constant(x[i:i + bs]), tf.constant(y[i:i + bs]),
-                                            seed=cfg["seed"]))
+                                            seed=config.seed))
                           for i in range(0, len(x), bs)])
     seconds = time.perf_counter() - start
     clean = evaluation.accuracy(model_fn, x, y, batch_size=bs)
     adv_acc = evaluation.accuracy(model_fn, adv, y, batch_size=bs)
     delta = (adv - x).reshape(len(x), -1)
     result = {
-        "model": str(model_path), "dataset": dataset, "num_examples": int(len(x)), "config": cfg,
+        "model": str(config.model), "dataset": config.dataset, "num_examples": int(len(x)), "config": cfg,
         "clean_accuracy": clean, "adversarial_accuracy": adv_acc, "attack_seconds": round(seconds, 3),
         "max_linf": float(np.abs(delta).max()), "max_l2": float(np.linalg.norm(delta, axis=1).max()),
         "environment": utils.environment(),
     }
-    out = Path(out)
+    out = Path(config.out)
     utils.atomic_write_json(out / "attack.json", result)
-    settings = attack.describe()
+    table = utils.markdown_table(["clean accuracy", "adversarial accuracy", "attack seconds", "settings"],
+                                 [[f"{clean:.4f}", f"{adv_acc:.4f}", f"{seconds:.2f}", attack.describe()]])
     utils.atomic_write_text(out / "attack.md", "\n".join([
-        f"### {attack.name} on {Path(model_path).name} ({dataset}, {len(x)} test images)", "",
-        "| clean accuracy | adversarial accuracy | attack seconds | settings |", "|---|---|---|---|",
-        f"| {clean:.4f} | {adv_acc:.4f} | {seconds:.2f} | {settings} |", ""]))
+        f"### {attack.name} on {Path(config.model).name} ({config.dataset}, {len(x)} test images)", "",
+        table.rstrip("\n"), ""]))
     print(f"clean accuracy: {clean:.4f}, adversarial accuracy: {adv_acc:.4f} ({len(x)} images, "
           f"{seconds:.1f} s)")
     print(f"results: {out / 'attack.json'}, {out / 'attack.md'}")
+    return result
+
+
+def main(argv=None) -> int:
+    """absl layer: the parsed flags become a :class:`Config`."""
+    del argv
+    run(F.from_flags(Config))
     return 0

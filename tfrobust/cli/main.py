@@ -1,9 +1,10 @@
 """``tfrobust <command> [--flags]``: absl-based entry point with subcommands.
 
-Each command lives in its own module. Older commands define their absl flags at import and a
-``run() -> int`` function. Newer ones define a frozen ``Config`` dataclass (one field per flag,
-see :mod:`tfrobust.cli._flags`), ``run(config) -> dict`` callable from Python, and ``main(argv)``;
-their flags are defined from ``Config`` just before parsing. Only the chosen command's module is
+Each command lives in its own module with a frozen ``Config`` dataclass (one field per flag, see
+:mod:`tfrobust.cli._flags`; the dataset settings come from :class:`tfrobust.cli._common.DataConfig`),
+``run(config) -> dict`` callable from Python, and ``main(argv)``; the flags are defined from
+``Config`` just before parsing. ``pipeline`` still defines its absl flags at import and has
+``run() -> int``. Only the chosen command's module is
 imported, so each command sees exactly its own flags; a bad flag (or a value its ``Config``
 refuses) ends the program with one line on stderr and exit code 2. ``--version`` prints the
 version and ``--helpfull`` every flag, both with exit code 0.

@@ -7,139 +7,149 @@ comma-separated ensemble of them, soft targets averaged) into the chosen model, 
 ``--label_smoothing`` and ``--random_erasing`` transform the training batches and
 ``--agc_clipping`` turns on adaptive gradient clipping. The saved model is always the plain
 (wrapped) inference model.
+
+Python: ``run(Config(out="runs/m", epochs=1, train_subset=2000))`` returns the metrics dict.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from absl import flags
+import numpy as np
 
-from tfrobust import models
+from tfrobust import data, evaluation, models, trainers, utils
+from tfrobust._keras import keras
+from tfrobust.cli import _common
+from tfrobust.cli import _flags as F
+from tfrobust.cli._flags import setting
 
-FLAGS = flags.FLAGS
-
-flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "mnist"], "Dataset to train on.")
-flags.DEFINE_enum("model", "small_cnn", models.names(), "Architecture from tfrobust.models.")
-flags.DEFINE_enum("defense", "none", sorted(models.DEFENSES),
-                  "Defense inserted in the small CNN (tfrobust.models.defended_cnn); replaces --model.")
-flags.DEFINE_integer("epochs", 1, "Training epochs.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
-flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0.0)
-flags.DEFINE_integer("seed", 0, "Seed for Python, NumPy and TensorFlow.", lower_bound=0)
-flags.DEFINE_integer("train_subset", None, "Use only the first N training images.", lower_bound=1)
-flags.DEFINE_integer("test_subset", None, "Evaluate on only the first N test images.", lower_bound=1)
-flags.DEFINE_string("data_dir", None, "Folder searched first for the dataset's IDX files.")
-flags.DEFINE_string("out", None, "Output folder (model.keras, metrics.json, checkpoints).")
-flags.DEFINE_enum("adv", "none", ["none", "fgsm", "fgsm_rs", "pgd", "trades"],
-                  "Adversarial training method (tfrobust.trainers.AdversarialTrainer).")
-flags.DEFINE_float("eps", 0.1, "L-inf radius of adversarial training (images in [0, 1]).", lower_bound=0.0)
-flags.DEFINE_integer("adv_steps", 7, "Attack steps for --adv=pgd/trades.", lower_bound=1)
-flags.DEFINE_integer("eps_warmup_epochs", 0, "Epochs of linear eps warm-up.", lower_bound=0)
-flags.DEFINE_string("distill_from", None, "Saved teacher model (.keras/.h5/SavedModel) to distil from, "
-                    "or a comma-separated list of them (an ensemble: soft targets averaged).")
-flags.DEFINE_float("distill_temperature", 4.0, "Distillation temperature T.", lower_bound=1e-6)
-flags.DEFINE_float("distill_alpha", 0.1, "Weight of the hard-label loss in distillation.",
-                   lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_float("mixup", 0.0, "mixup Beta(alpha, alpha) parameter; 0 disables mixup.", lower_bound=0.0)
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing epsilon; 0 disables it.",
-                   lower_bound=0.0, upper_bound=0.999)
-flags.DEFINE_float("random_erasing", 0.0, "Random erasing probability p (Zhong et al.); 0 disables it.",
-                   lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_float("agc_clipping", None, "Adaptive gradient clipping lambda (Brock et al.; e.g. 0.04); "
-                   "unset disables AGC. The logits layer is excluded, as in the paper.", lower_bound=0.0)
-flags.DEFINE_enum("robust_preset", "fast", ["fast", "standard"],
-                  "With --adv: tfrobust.evaluation preset of the robust accuracy in metrics.json "
-                  "(fast = PGD-20, standard = APGD-CE + APGD-DLR).")
-flags.mark_flag_as_required("out")
+ADV = ("none", "fgsm", "fgsm_rs", "pgd", "trades")
 
 
-def _teacher_paths():
-    paths = [p.strip() for p in (FLAGS.distill_from or "").split(",") if p.strip()]
-    for p in paths:
-        if not Path(p).exists():
-            raise FileNotFoundError(f"teacher model not found: {p}. "
-                                    f"Received: distill_from={FLAGS.distill_from!r}")
-    return paths
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(_common.DataConfig):
+    """Settings of ``tfrobust train`` (each is also a flag of the same name)."""
+
+    out: str = setting(help="Output folder (model.keras, metrics.json, checkpoints).")
+    model: str = setting("small_cnn", "Architecture from tfrobust.models.", choices=models.names())
+    defense: str = setting("none", "Defense inserted in the small CNN (tfrobust.models.defended_cnn); "
+                           "replaces --model.", choices=sorted(models.DEFENSES))
+    epochs: int = setting(1, "Training epochs.")
+    batch_size: int = setting(128, "Batch size.")
+    lr: float = setting(1e-3, "Adam learning rate.")
+    seed: int = setting(0, "Seed for Python, NumPy and TensorFlow.")
+    train_subset: int | None = setting(None, "Use only the first N training images.")
+    test_subset: int | None = setting(None, "Evaluate on only the first N test images.")
+    adv: str = setting("none", "Adversarial training method (tfrobust.trainers.AdversarialTrainer).",
+                       choices=ADV)
+    eps: float = setting(0.1, "L-inf radius of adversarial training (images in [0, 1]).")
+    adv_steps: int = setting(7, "Attack steps for --adv=pgd/trades.")
+    eps_warmup_epochs: int = setting(0, "Epochs of linear eps warm-up.")
+    distill_from: str | None = setting(None, "Saved teacher model (.keras/.h5/SavedModel) to distil from, "
+                                       "or a comma-separated list of them (an ensemble: soft targets "
+                                       "averaged).")
+    distill_temperature: float = setting(4.0, "Distillation temperature T.")
+    distill_alpha: float = setting(0.1, "Weight of the hard-label loss in distillation.")
+    mixup: float = setting(0.0, "mixup Beta(alpha, alpha) parameter; 0 disables mixup.")
+    label_smoothing: float = setting(0.0, "Label smoothing epsilon; 0 disables it.")
+    random_erasing: float = setting(0.0, "Random erasing probability p (Zhong et al.); 0 disables it.")
+    agc_clipping: float | None = setting(None, "Adaptive gradient clipping lambda (Brock et al.; e.g. "
+                                         "0.04); unset disables AGC. The logits layer is excluded, as "
+                                         "in the paper.")
+    robust_preset: str = setting("fast", "With --adv: tfrobust.evaluation preset of the robust accuracy "
+                                 "in metrics.json (fast = PGD-20, standard = APGD-CE + APGD-DLR).",
+                                 choices=("fast", "standard"))
+
+    def __post_init__(self):
+        _common.check_choices(self)
+        _common.check_bounds(self, epochs=(1, None), batch_size=(1, None), lr=(0.0, None), seed=(0, None),
+                             train_subset=(1, None), test_subset=(1, None), eps=(0.0, None),
+                             adv_steps=(1, None), eps_warmup_epochs=(0, None),
+                             distill_temperature=(1e-6, None), distill_alpha=(0.0, 1.0), mixup=(0.0, None),
+                             label_smoothing=(0.0, 0.999), random_erasing=(0.0, 1.0),
+                             agc_clipping=(0.0, None))
+        if not self.out:
+            raise ValueError(f"`out` (the output folder) is required. Received: out={self.out!r}")
+
+    def teacher_paths(self) -> list:
+        paths = [p.strip() for p in (self.distill_from or "").split(",") if p.strip()]
+        for p in paths:
+            if not Path(p).exists():
+                raise FileNotFoundError(f"teacher model not found: {p}. "
+                                        f"Received: distill_from={self.distill_from!r}")
+        return paths
 
 
-def _make_trainer(model, steps_per_epoch, train_model=None):
+def _make_trainer(config, model, steps_per_epoch, train_model=None):
     """The trainer of the run; ``train_model`` is the label-conditioned path of CAS/CIFS/PCL."""
-    from tfrobust import trainers
-    from tfrobust._keras import keras
-
-    if FLAGS.adv != "none" and FLAGS.distill_from:
+    if config.adv != "none" and config.distill_from:
         raise ValueError("--adv and --distill_from cannot be combined in one run; train the robust "
-                         f"teacher first, then distil it. Received: adv={FLAGS.adv!r}, "
-                         f"distill_from={FLAGS.distill_from!r}")
-    common = {"agc_clipping": FLAGS.agc_clipping, "agc_exclude": ("logits",)}
-    if FLAGS.adv != "none":
-        return trainers.AdversarialTrainer(model, train_model=train_model, method=FLAGS.adv, eps=FLAGS.eps,
-                                           steps=FLAGS.adv_steps,
-                                           eps_warmup_steps=FLAGS.eps_warmup_epochs * steps_per_epoch,
-                                           seed=FLAGS.seed, **common)
-    if FLAGS.distill_from:
+                         f"teacher first, then distil it. Received: adv={config.adv!r}, "
+                         f"distill_from={config.distill_from!r}")
+    common = {"agc_clipping": config.agc_clipping, "agc_exclude": ("logits",)}
+    if config.adv != "none":
+        return trainers.AdversarialTrainer(model, train_model=train_model, method=config.adv, eps=config.eps,
+                                           steps=config.adv_steps,
+                                           eps_warmup_steps=config.eps_warmup_epochs * steps_per_epoch,
+                                           seed=config.seed, **common)
+    if config.distill_from:
         if train_model is not None:
             raise ValueError("distilling into a label-conditioned defense is not supported; pick "
-                             f"another --defense or drop --distill_from. Received: defense={FLAGS.defense!r}")
-        teachers = [keras.models.load_model(p, compile=False) for p in _teacher_paths()]
+                             "another --defense or drop --distill_from. "
+                             f"Received: defense={config.defense!r}")
+        teachers = [keras.models.load_model(p, compile=False) for p in config.teacher_paths()]
         return trainers.Distiller(model, teacher=teachers if len(teachers) > 1 else teachers[0],
-                                  temperature=FLAGS.distill_temperature, alpha=FLAGS.distill_alpha,
+                                  temperature=config.distill_temperature, alpha=config.distill_alpha,
                                   **common)
     return trainers.Trainer(model, train_model=train_model, **common)
 
 
-def run() -> int:
-    import numpy as np
-
-    from tfrobust import data, trainers, utils
-    from tfrobust._keras import keras
-
-    out = Path(FLAGS.out)
+def run(config: Config) -> dict:
+    """Train and evaluate (with ``adv``: robust accuracy too); write ``model.keras`` and ``metrics.json``."""
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    utils.set_seed(FLAGS.seed)
-    x_train, y_train = data.load_dataset(FLAGS.dataset, "train", data_dir=FLAGS.data_dir,
-                                         limit=FLAGS.train_subset)
-    x_test, y_test = data.load_dataset(FLAGS.dataset, "test", data_dir=FLAGS.data_dir,
-                                       limit=FLAGS.test_subset)
-    info = data.dataset_info(FLAGS.dataset)
+    utils.set_seed(config.seed)
+    x_train, y_train = _common.load_split(config, "train", config.train_subset)
+    x_test, y_test = _common.load_split(config, "test", config.test_subset)
+    info = data.dataset_info(config.dataset)
     train_model = None
-    if FLAGS.defense == "none":
-        model = models.get(FLAGS.model, input_shape=info.image_shape, num_classes=info.num_classes)
+    if config.defense == "none":
+        model = models.get(config.model, input_shape=info.image_shape, num_classes=info.num_classes)
     else:
-        train_model, model = models.defended_cnn(FLAGS.defense, input_shape=info.image_shape,
+        train_model, model = models.defended_cnn(config.defense, input_shape=info.image_shape,
                                                  num_classes=info.num_classes, return_train_model=True)
         if train_model is model:  # not label-conditioned
             train_model = None
-    train_ds = data.as_tf_dataset(x_train, y_train, batch_size=FLAGS.batch_size, shuffle=True,
-                                  seed=FLAGS.seed)
-    if FLAGS.random_erasing > 0:
-        train_ds = train_ds.map(trainers.random_erasing_fn(FLAGS.random_erasing, seed=FLAGS.seed))
-    soft_labels = FLAGS.mixup > 0 or FLAGS.label_smoothing > 0
-    if FLAGS.mixup > 0:
-        train_ds = train_ds.map(trainers.mixup_fn(FLAGS.mixup, num_classes=info.num_classes,
-                                                  seed=FLAGS.seed))
-    if FLAGS.label_smoothing > 0:
-        train_ds = train_ds.map(trainers.label_smoothing_fn(FLAGS.label_smoothing,
+    train_ds = data.as_tf_dataset(x_train, y_train, batch_size=config.batch_size, shuffle=True,
+                                  seed=config.seed)
+    if config.random_erasing > 0:
+        train_ds = train_ds.map(trainers.random_erasing_fn(config.random_erasing, seed=config.seed))
+    soft_labels = config.mixup > 0 or config.label_smoothing > 0
+    if config.mixup > 0:
+        train_ds = train_ds.map(trainers.mixup_fn(config.mixup, num_classes=info.num_classes,
+                                                  seed=config.seed))
+    if config.label_smoothing > 0:
+        train_ds = train_ds.map(trainers.label_smoothing_fn(config.label_smoothing,
                                                             num_classes=info.num_classes))
-    steps_per_epoch = -(-len(x_train) // FLAGS.batch_size)
-    trainer = _make_trainer(model, steps_per_epoch, train_model)
+    steps_per_epoch = -(-len(x_train) // config.batch_size)
+    trainer = _make_trainer(config, model, steps_per_epoch, train_model)
     # Soft (mixup / smoothed) training labels need the categorical accuracy; the test labels are
     # then one-hot too, so the same metric serves both.
     accuracy = keras.metrics.CategoricalAccuracy(name="accuracy") if soft_labels else "accuracy"
-    trainer.compile(optimizer=keras.optimizers.Adam(FLAGS.lr), metrics=[accuracy])
+    trainer.compile(optimizer=keras.optimizers.Adam(config.lr), metrics=[accuracy])
     y_eval = np.eye(info.num_classes, dtype=np.float32)[y_test] if soft_labels else y_test
     test_ds = data.as_tf_dataset(x_test, y_eval, batch_size=512)
-    print(f"training {FLAGS.model} on {FLAGS.dataset}: {len(x_train)} train / {len(x_test)} test "
-          f"images, {FLAGS.epochs} epoch(s), trainer {type(trainer).__name__}", flush=True)
+    print(f"training {config.model} on {config.dataset}: {len(x_train)} train / {len(x_test)} test "
+          f"images, {config.epochs} epoch(s), trainer {type(trainer).__name__}", flush=True)
     # BackupAndRestore makes an interrupted run resume at its last finished epoch when re-run
     # with the same --out; the backup is deleted once training completes.
     backup = keras.callbacks.BackupAndRestore(backup_dir=str(out / "backup"))
     start = time.perf_counter()
-    history = trainer.fit(train_ds, epochs=FLAGS.epochs, callbacks=[backup],
+    history = trainer.fit(train_ds, epochs=config.epochs, callbacks=[backup],
                           verbose=1 if sys.stdout.isatty() else 2)
     train_seconds = time.perf_counter() - start
     shutil.rmtree(out / "backup", ignore_errors=True)  # finished: nothing left to resume
@@ -148,40 +158,39 @@ def run() -> int:
                                        axis=1) == y_test))
     robust = None
     robust_config = None
-    if FLAGS.adv != "none":
-        from tfrobust import evaluation
-
-        report = evaluation.robust_accuracy(model, x_test, y_test, eps=FLAGS.eps, preset=FLAGS.robust_preset,
-                                            seed=FLAGS.seed)
+    if config.adv != "none":
+        report = evaluation.robust_accuracy(model, x_test, y_test, eps=config.eps,
+                                            preset=config.robust_preset, seed=config.seed)
         robust, robust_config = float(report.robust_accuracy), report.to_dict()
     model_path = trainer.save_inner(out / "model.keras")
+    distilled = bool(config.distill_from)
     metrics = {
-        "dataset": FLAGS.dataset,
-        "model": FLAGS.model if FLAGS.defense == "none" else model.name,
-        "defense": FLAGS.defense,
+        "dataset": config.dataset,
+        "model": config.model if config.defense == "none" else model.name,
+        "defense": config.defense,
         "params": int(model.count_params()),
-        "epochs": FLAGS.epochs,
-        "batch_size": FLAGS.batch_size,
-        "lr": FLAGS.lr,
-        "seed": FLAGS.seed,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "seed": config.seed,
         "train_examples": int(len(x_train)),
         "test_examples": int(len(x_test)),
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "test_loss": float(test_loss),
         "test_accuracy": float(test_acc),
         "trainer": type(trainer).__name__,
-        "adv": FLAGS.adv,
-        "eps": FLAGS.eps if FLAGS.adv != "none" else None,
-        "adv_steps": FLAGS.adv_steps if FLAGS.adv in ("pgd", "trades") else None,
+        "adv": config.adv,
+        "eps": config.eps if config.adv != "none" else None,
+        "adv_steps": config.adv_steps if config.adv in ("pgd", "trades") else None,
         "robust_accuracy": robust,
         "robust_evaluation": robust_config,
-        "distill_from": _teacher_paths() or None,
-        "distill_temperature": FLAGS.distill_temperature if FLAGS.distill_from else None,
-        "distill_alpha": FLAGS.distill_alpha if FLAGS.distill_from else None,
-        "mixup": FLAGS.mixup,
-        "label_smoothing": FLAGS.label_smoothing,
-        "random_erasing": FLAGS.random_erasing,
-        "agc_clipping": FLAGS.agc_clipping,
+        "distill_from": config.teacher_paths() or None,
+        "distill_temperature": config.distill_temperature if distilled else None,
+        "distill_alpha": config.distill_alpha if distilled else None,
+        "mixup": config.mixup,
+        "label_smoothing": config.label_smoothing,
+        "random_erasing": config.random_erasing,
+        "agc_clipping": config.agc_clipping,
         "train_seconds": round(train_seconds, 2),
         "environment": utils.environment(),
     }
@@ -191,8 +200,15 @@ def run() -> int:
     utils.atomic_write_json(out / "metrics.json", metrics)
     print(f"test accuracy: {test_acc:.4f} ({len(x_test)} images)")
     if robust is not None:
-        print(f"robust accuracy: {robust:.4f} (tfrobust.evaluation preset {FLAGS.robust_preset!r}, "
-              f"eps {FLAGS.eps})")
+        print(f"robust accuracy: {robust:.4f} (tfrobust.evaluation preset {config.robust_preset!r}, "
+              f"eps {config.eps})")
     print(f"model: {model_path}")
     print(f"metrics: {out / 'metrics.json'}")
+    return metrics
+
+
+def main(argv=None) -> int:
+    """absl layer: the parsed flags become a :class:`Config`."""
+    del argv
+    run(F.from_flags(Config))
     return 0
