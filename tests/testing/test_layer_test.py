@@ -16,7 +16,7 @@ class ScaledTanh(keras.layers.Layer):
 
     def build(self, input_shape):
         init = keras.initializers.Constant(self.init_scale)
-        self.scale = self.add_weight("scale", shape=(), initializer=init)
+        self.scale = self.add_weight(name="scale", shape=(), initializer=init)
         super().build(input_shape)
 
     def call(self, x):
@@ -49,32 +49,48 @@ class NeedsSelectOps(keras.layers.Layer):
         return tf.strings.to_number(tf.strings.as_string(x))
 
 
-def test_harness_passes_a_keras_builtin_layer():
+FLAVOURS = pytest.mark.parametrize("flavour", ["tf_keras", "keras3"])
+
+
+@FLAVOURS
+def test_harness_passes_a_keras_builtin_layer(flavour):
     res = layer_test(keras.layers.Dense, {"units": 3}, input_shape=(4, 5), expected_output_shape=(None, 3),
-                     expected_output_dtype="float32")
+                     expected_output_dtype="float32", flavour=flavour)
     assert res.saved_formats == ["keras", "h5", "savedmodel"]
     assert res.tflite_max_abs_diff is not None and res.tflite_max_abs_diff <= 1e-5
     assert "FULLY_CONNECTED" in res.tflite_ops
 
 
-def test_harness_passes_a_small_custom_layer():
+@FLAVOURS
+def test_harness_passes_a_small_custom_layer(flavour):
     res = layer_test(ScaledTanh, {"init_scale": 2.0}, input_shape=(2, 3, 3, 1),
-                     expected_output_shape=(2, 3, 3, 1))
+                     expected_output_shape=(2, 3, 3, 1), flavour=flavour)
     np.testing.assert_allclose(res.output, 2.0 * np.tanh(res.output * 0 + np.arctanh(res.output / 2.0)),
                                atol=1e-5)
     assert "TANH" in res.tflite_ops
 
 
-def test_harness_catches_a_config_that_forgets_an_argument():
+@FLAVOURS
+def test_harness_catches_a_config_that_forgets_an_argument(flavour):
     with pytest.raises(AssertionError, match="config round trip"):
-        layer_test(ForgetfulScale, {"factor": 3.0}, input_shape=(2, 4), check_tflite=False)
+        layer_test(ForgetfulScale, {"factor": 3.0}, input_shape=(2, 4), check_tflite=False,
+                   flavour=flavour)
 
 
-def test_harness_catches_a_wrong_output_shape():
+@FLAVOURS
+def test_harness_catches_a_wrong_output_shape(flavour):
     with pytest.raises(AssertionError, match="output shape"):
-        layer_test(keras.layers.Dense, {"units": 3}, input_shape=(4, 5), expected_output_shape=(None, 4))
+        layer_test(keras.layers.Dense, {"units": 3}, input_shape=(4, 5), expected_output_shape=(None, 4),
+                   flavour=flavour)
 
 
-def test_harness_catches_non_builtin_tflite_ops():
+@FLAVOURS
+def test_harness_catches_non_builtin_tflite_ops(flavour):
     with pytest.raises(AssertionError, match="tflite"):
-        layer_test(NeedsSelectOps, {}, input_shape=(2, 3), check_fit=False, check_save=False)
+        layer_test(NeedsSelectOps, {}, input_shape=(2, 3), check_fit=False, check_save=False,
+                   flavour=flavour)
+
+
+def test_harness_refuses_an_unknown_flavour():
+    with pytest.raises(ValueError, match="flavour"):
+        layer_test(ScaledTanh, {}, input_shape=(2, 3), flavour="jax")

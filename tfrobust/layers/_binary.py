@@ -252,11 +252,11 @@ class _BinaryBase(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
 
     def _add_kernel_and_bias(self, kernel_shape, units):
-        self.kernel = self.add_weight("kernel", shape=kernel_shape, initializer=self.kernel_initializer,
+        self.kernel = self.add_weight(name="kernel", shape=kernel_shape, initializer=self.kernel_initializer,
                                       constraint=WeightClip(1.0), trainable=True)
         self.bias = None
         if self.use_bias:
-            self.bias = self.add_weight("bias", shape=(units,), initializer=self.bias_initializer,
+            self.bias = self.add_weight(name="bias", shape=(units,), initializer=self.bias_initializer,
                                         trainable=True)
 
     def binary_kernel(self, training=None):

@@ -92,7 +92,7 @@ class ChannelActivationSuppressing(keras.layers.Layer):
     def build(self, input_shape):
         f_shape = feature_shape(input_shape)
         channels = int(f_shape[-1])
-        self.kernel = self.add_weight("kernel", shape=(channels, self.num_classes),
+        self.kernel = self.add_weight(name="kernel", shape=(channels, self.num_classes),
                                       initializer="glorot_uniform", trainable=True)
         super().build(input_shape)
 
@@ -179,13 +179,13 @@ class ChannelImportanceFeatureSelection(keras.layers.Layer):
         f_shape = feature_shape(input_shape)
         channels = int(f_shape[-1])
         if self.probe == "nonlinear":
-            self.hidden_kernel = self.add_weight("hidden_kernel", shape=(channels, self.hidden))
-            self.hidden_bias = self.add_weight("hidden_bias", shape=(self.hidden,), initializer="zeros")
+            self.hidden_kernel = self.add_weight(name="hidden_kernel", shape=(channels, self.hidden))
+            self.hidden_bias = self.add_weight(name="hidden_bias", shape=(self.hidden,), initializer="zeros")
             width = self.hidden
         else:
             width = channels
-        self.kernel = self.add_weight("kernel", shape=(width, self.num_classes))
-        self.bias = self.add_weight("bias", shape=(self.num_classes,), initializer="zeros")
+        self.kernel = self.add_weight(name="kernel", shape=(width, self.num_classes))
+        self.bias = self.add_weight(name="bias", shape=(self.num_classes,), initializer="zeros")
         super().build(input_shape)
 
     def probe_logits(self, features):

@@ -154,8 +154,9 @@ class WTADropout(keras.layers.Layer):
         else:
             flat = tf.reshape(inputs, [shape[0], self._n])
             out = tf.reshape(flat * tf.stop_gradient(self._mask(flat)), shape)
-        sparsity = tf.reduce_mean(tf.cast(tf.equal(out, 0.0), tf.float32))
-        self.add_metric(sparsity, name=f"{self.name}_sparsity")
+        if keras.__name__ == "tf_keras":  # Keras 3 layers have no add_metric (no sparsity log there)
+            sparsity = tf.reduce_mean(tf.cast(tf.equal(out, 0.0), tf.float32))
+            self.add_metric(sparsity, name=f"{self.name}_sparsity")
         return bpda(out, lambda: self.bpda_approximation(inputs))
 
     def bpda_approximation(self, inputs):

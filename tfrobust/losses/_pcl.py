@@ -91,7 +91,7 @@ class PrototypeConformity(keras.layers.Layer):
         if len(f_shape) != 2:
             raise ValueError("PrototypeConformity expects flat features [N, d]. "
                              f"Received: shape={tuple(f_shape)}")
-        self.centroids = self.add_weight("centroids", shape=(self.num_classes, int(f_shape[-1])),
+        self.centroids = self.add_weight(name="centroids", shape=(self.num_classes, int(f_shape[-1])),
                                          initializer="random_normal", trainable=True)
         super().build(input_shape)
 
