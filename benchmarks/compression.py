@@ -4,7 +4,7 @@ Parts (``--parts``, comma-separated; each part's result is cached in ``--cache``
 run resumes at the first unfinished part):
 
 - ``dc``: Deep Compression of LeNet-300-100 (prune -> cluster -> Huffman); sizes are the length
-  of the real encoded byte stream (which :func:`tfrobust.compression.decode` turns back into
+  of the real encoded byte stream (which :func:`tfrobust.compression.decode_stream` turns back into
   the exact weights, checked here) against 4 bytes per parameter.
 - ``prune``: TF-MOT magnitude pruning of the small CNN to 90% (polynomial schedule), stripped;
   per-layer sparsity, raw / gzip size.

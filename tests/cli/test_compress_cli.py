@@ -48,7 +48,7 @@ def test_compress_prune_writes_sparse_model_and_before_after_report(tmp_path, tr
 
 @pytest.mark.slow
 def test_compress_deep_compression_writes_a_decodable_stream(tmp_path, trained_lenet):
-    from tfrobust.compression import decode
+    from tfrobust.compression import decode_stream
 
     out = tmp_path / "dc"
     res = run_cli("compress", f"--model={trained_lenet}", "--method=deep_compression", "--sparsity=0.9",
@@ -58,7 +58,7 @@ def test_compress_deep_compression_writes_a_decodable_stream(tmp_path, trained_l
     stream = (out / "model.tfrdc").read_bytes()
     assert report["size"]["model.tfrdc_bytes"] == len(stream)
     model = keras.models.load_model(out / "model.keras")
-    for name, weights in decode(stream).items():
+    for name, weights in decode_stream(stream).items():
         for got, want in zip(weights, model.get_layer(name).get_weights()):
             np.testing.assert_array_equal(got, want)
     assert report["evaluation"]["after"]["robust_accuracy"] is None

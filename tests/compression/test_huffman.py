@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from tfrobust.compression import huffman_code_lengths, huffman_decode, huffman_encode
+# The entropy coder of Deep Compression, tested where it is defined (not public compression API).
+from tfrobust.compression._huffman import huffman_code_lengths, huffman_decode, huffman_encode
 
 
 @pytest.mark.parametrize("symbols, alphabet", [

@@ -12,13 +12,16 @@ from tfrobust._keras import keras
 from tfrobust.compression import (
     model_size,
     prune,
+    prune_scope,
     pruning_callbacks,
     save,
     sparsity_report,
     strip,
-    tfmot,
-    wrapped_layers,
 )
+
+# Building blocks tested where they are defined (not part of the public compression API).
+from tfrobust.compression._pruning import wrapped_layers
+from tfrobust.compression._tfmot import tfmot
 
 KERNELS = ("conv1", "conv2", "fc1", "logits")
 
@@ -67,7 +70,7 @@ def test_wrapped_model_saves_and_loads_under_prune_scope(pruned_90, tmp_path):
     _, pruned = pruned_90
     with pytest.warns(UserWarning, match="strip"):
         save(pruned, tmp_path / "wrapped.h5")
-    with tfmot().sparsity.keras.prune_scope():
+    with prune_scope():
         loaded = keras.models.load_model(tmp_path / "wrapped.h5")
     assert wrapped_layers(loaded) == wrapped_layers(pruned)
     assert sparsity_report(loaded).by_layer() == pytest.approx(sparsity_report(pruned).by_layer())

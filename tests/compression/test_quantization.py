@@ -7,17 +7,18 @@ from tfrobust._keras import keras
 from tfrobust.compression import (
     ActivationThreshold,
     cluster,
-    output_quantize_config_class,
     prune,
     pruning_callbacks,
     quantize,
-    quantize_config_for,
     quantize_scope,
     register_quantize_config,
     sparsity_report,
     strip,
-    tfmot,
 )
+
+# Building blocks tested where they are defined (not part of the public compression API).
+from tfrobust.compression._quantization import output_quantize_config_class, quantize_config_for
+from tfrobust.compression._tfmot import tfmot
 
 qk = tfmot().quantization.keras
 

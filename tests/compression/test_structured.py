@@ -8,6 +8,9 @@ import tensorflow as tf
 
 from tfrobust import compression, tflite_tools
 from tfrobust._keras import keras
+
+# Building blocks tested where they are defined (not part of the public compression API).
+from tfrobust.compression._structured import adjust_dropout_rate, apoz, unit_importance
 from tfrobust.layers import ChannelActivationSuppressing, KWinnersTakeAll, ScaledWSConv2D
 
 L = keras.layers
@@ -109,7 +112,7 @@ def test_residual_group_is_pruned_together_and_dead_channels_keep_outputs():
         assert res.kept[name].tolist() == [0, 2, 3, 5], name
     assert res.kept["a"].tolist() == [0, 1, 3]
     _assert_same_outputs(model, res.model, x)
-    scores = compression.unit_importance(model, "l1")
+    scores = unit_importance(model, "l1")
     np.testing.assert_array_equal(scores["stem"], scores["c"])  # one score per group
 
 
@@ -138,8 +141,8 @@ def test_l1_ranking_removes_the_smallest_norm_filters():
     w = np.random.default_rng(0).normal(size=(3, 3, 3, 6)).astype(np.float32)
     w *= np.array([5.0, 0.1, 3.0, 0.2, 4.0, 0.3], np.float32)
     conv.set_weights([w, np.zeros(6, np.float32)])
-    l1 = compression.unit_importance(model, "l1")["conv"]
-    l2 = compression.unit_importance(model, "l2")["conv"]
+    l1 = unit_importance(model, "l1")["conv"]
+    l2 = unit_importance(model, "l2")["conv"]
     np.testing.assert_allclose(l1, np.abs(w).sum((0, 1, 2)), rtol=1e-6)
     np.testing.assert_allclose(l2, np.sqrt((w ** 2).sum((0, 1, 2))), rtol=1e-6)
     res = compression.prune_units(model, {"conv": 0.5}, score="l1")
@@ -151,12 +154,12 @@ def test_apoz_matches_numpy():
                               L.Flatten(), L.Dense(6, activation="relu", name="fc"),
                               L.Dense(2, name="logits")])
     x = _images(40) - 0.5
-    got = compression.apoz(model, x)
+    got = apoz(model, x)
     conv_out = keras.Model(model.inputs, model.get_layer("conv").output)(x).numpy()
     fc_out = keras.Model(model.inputs, model.get_layer("fc").output)(x).numpy()
     np.testing.assert_allclose(got["conv"], np.mean(conv_out == 0, axis=(0, 1, 2)))
     np.testing.assert_allclose(got["fc"], np.mean(fc_out == 0, axis=0))
-    act = compression.unit_importance(model, "activation", x)["fc"]
+    act = unit_importance(model, "activation", x)["fc"]
     np.testing.assert_allclose(act, np.abs(fc_out).mean(0), rtol=1e-5)
 
 
@@ -165,12 +168,12 @@ def test_robust_score_is_measured_on_adversarial_examples():
                               L.Flatten(), L.Dense(3, name="logits")])
     x = _images(16)
     y = np.arange(16) % 3
-    clean = compression.unit_importance(model, "activation", x, y)["conv"]
-    robust = compression.unit_importance(model, "activation", x, y, eps=0.1, steps=3)["conv"]
+    clean = unit_importance(model, "activation", x, y)["conv"]
+    robust = unit_importance(model, "activation", x, y, eps=0.1, steps=3)["conv"]
     assert robust.shape == clean.shape == (5,)
     assert not np.allclose(robust, clean)
     with pytest.raises(ValueError, match="eps"):
-        compression.unit_importance(model, "l1", eps=0.1)
+        unit_importance(model, "l1", eps=0.1)
 
 
 # ------------------------------------------------------------------ dropout and sizes
@@ -181,7 +184,7 @@ def test_dropout_rate_adjustment_matches_numpy():
     for _ in range(20):
         d_o, c_o = rng.uniform(0, 0.9), int(rng.integers(1, 10_000))
         c_r = int(rng.integers(0, c_o + 1))
-        assert compression.adjust_dropout_rate(d_o, c_o, c_r) == pytest.approx(d_o * np.sqrt(c_r / c_o))
+        assert adjust_dropout_rate(d_o, c_o, c_r) == pytest.approx(d_o * np.sqrt(c_r / c_o))
     model = keras.Sequential([keras.Input((10,)), L.Dense(12, activation="relu", name="fc1"),
                               L.Dropout(0.5, name="drop"), L.Dense(3, name="logits")])
     res = compression.prune_units(model, {"fc1": 4}, score="l1")
@@ -191,9 +194,9 @@ def test_dropout_rate_adjustment_matches_numpy():
     kept = compression.prune_units(model, {"fc1": 4}, score="l1", adjust_dropout=False)
     assert kept.model.get_layer("drop").rate == 0.5
     with pytest.raises(ValueError, match="rate"):
-        compression.adjust_dropout_rate(1.0, 10, 5)
+        adjust_dropout_rate(1.0, 10, 5)
     with pytest.raises(ValueError, match="connections_pruned"):
-        compression.adjust_dropout_rate(0.5, 10, 11)
+        adjust_dropout_rate(0.5, 10, 11)
 
 
 def test_parameter_count_drops_by_the_removed_rows_and_columns():

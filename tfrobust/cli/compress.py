@@ -65,7 +65,7 @@ class Config(_common.DataConfig):
 def _load(path):
     if not Path(path).exists():
         raise FileNotFoundError(f"--model: no such file or folder. Received: model={path!r}")
-    with compression.tfmot().sparsity.keras.prune_scope():
+    with compression.prune_scope():
         return keras.models.load_model(path)
 
 

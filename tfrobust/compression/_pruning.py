@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrobust import _validate as V
-from tfrobust._keras import check_tf_keras_model, keras
+from tfrobust._keras import check_tf_keras_model, keras, tf_keras_for_tfmot
 from tfrobust.compression._tfmot import tfmot
 from tfrobust.utils import atomic_save_model
 
@@ -96,7 +96,9 @@ def prune(model, target_sparsity: float = 0.5, *, schedule: str = "constant", be
     """Wrap a tf_keras model for magnitude pruning (fine-tune it with :func:`pruning_callbacks`).
 
     Args:
-      model: a Sequential or functional tf_keras model (Keras 3 models are refused by TF-MOT).
+      model: a Sequential or functional tf_keras model; a Keras 3 one is first rebuilt as tf_keras
+        with the same weights (:func:`tfrobust.utils.to_tf_keras`: TF-MOT wraps tf_keras layers
+        only), so the pruned model is tf_keras.
       target_sparsity: final fraction of zero weights per pruned weight tensor, in [0, 1).
         With ``structure="2:4"`` the sparsity is fixed by the pattern (0.5) and this must be 0.5.
       schedule: ``"constant"`` (prune to ``target_sparsity`` from ``begin_step``, every
@@ -119,6 +121,7 @@ def prune(model, target_sparsity: float = 0.5, *, schedule: str = "constant", be
         the layer).
       RuntimeError: TF_USE_LEGACY_KERAS was not set before TensorFlow was imported.
     """
+    model = tf_keras_for_tfmot(model)  # Keras 3 input: rebuilt as tf_keras, the model TF-MOT wraps
     _check_functional(model)
     target_sparsity = _check_fraction("target_sparsity", target_sparsity)
     initial_sparsity = _check_fraction("initial_sparsity", initial_sparsity)
@@ -203,6 +206,16 @@ def pruning_callbacks(log_dir: str | None = None) -> list:
     if log_dir is not None:
         callbacks.append(sk.PruningSummaries(log_dir=str(log_dir)))
     return callbacks
+
+
+def prune_scope():
+    """A scope in which a model saved *with* its pruning wrappers loads (TF-MOT's ``prune_scope``).
+
+    Example:
+      >>> with prune_scope():  # doctest: +SKIP
+      ...     model = keras.models.load_model("pruned_unstripped.h5")
+    """
+    return tfmot().sparsity.keras.prune_scope()
 
 
 def wrapped_layers(model) -> list[str]:

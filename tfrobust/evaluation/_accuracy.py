@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust import _validate as V
-from tfrobust.attacks import _common as C
+from tfrobust.attacks import shared as C
 
 
 def _forward_impl(model_fn, x, *, eot_samples):

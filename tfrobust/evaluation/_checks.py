@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfrobust.attacks import _common as C
+from tfrobust.attacks import shared as C
 
 
 def check_randomness(model_fn, x: np.ndarray):

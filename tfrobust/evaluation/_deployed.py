@@ -18,7 +18,7 @@ import tensorflow as tf
 from tfrobust import _validate as V
 from tfrobust import attacks
 from tfrobust._version import __version__
-from tfrobust.attacks import _common as C
+from tfrobust.attacks import shared as C
 from tfrobust.evaluation._robust import RobustnessReport, robust_accuracy
 from tfrobust.tflite_tools._bitpack import BinaryCProgram
 from tfrobust.tflite_tools._bitpack_runner import BitpackRunner

@@ -23,7 +23,7 @@ import tensorflow as tf
 from tfrobust import _validate as V
 from tfrobust import attacks
 from tfrobust._version import __version__
-from tfrobust.attacks import _common as C
+from tfrobust.attacks import shared as C
 from tfrobust.evaluation import _checks
 from tfrobust.evaluation._accuracy import as_arrays, predict_labels
 
