@@ -195,3 +195,20 @@ def test_a_binary_c_program_is_compiled_and_evaluated_directly(bnn, crafted):
     # eps = 0: every candidate snaps back to the image itself, nothing can be broken
     assert report.robust_accuracy == report.clean_accuracy == pytest.approx(np.mean(_pred(runner, x) == y))
     assert report.config["transfer_overstatement"] == 0.0
+
+
+def test_cli_evaluate_takes_the_c_program(bnn, tmp_path):
+    from tfrobust.cli import evaluate
+
+    model, _, runner, x, y = bnn
+    export_binary_c(model, tmp_path / "fw", name="bnn")
+    model.save(tmp_path / "bnn.keras")
+    config = evaluate.Config(model=str(tmp_path / "fw" / "bnn.c"), source=str(tmp_path / "bnn.keras"),
+                             out=str(tmp_path / "eval"), eps=0.0, num_examples=16)
+    result = evaluate.run(config)  # eps = 0: only the transfer component, no attack to trace
+    assert "BitpackRunner" in result["config"]["deployed"]
+    assert result["robust_accuracy"] == result["clean_accuracy"] == pytest.approx(
+        np.mean(_pred(runner, x[:16]) == y[:16]))
+    assert (tmp_path / "eval" / "robustness.json").is_file()
+    with pytest.raises(ValueError, match="--source"):
+        evaluate.run(dataclasses.replace(config, source=None))

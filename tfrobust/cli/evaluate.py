@@ -18,7 +18,8 @@ from tfrobust.cli._flags import setting
 class Config(_common.DataConfig):
     """Settings of ``tfrobust evaluate`` (each is also a flag of the same name)."""
 
-    model: str = setting(help="Saved model: .keras, .h5 or a SavedModel folder; or a .tflite file "
+    model: str = setting(help="Saved model: .keras, .h5 or a SavedModel folder; or a .tflite file or a "
+                         "bit-packed binary C program (.c from export_binary_c, compiled once on the host) "
                          "(then --source is needed and the deployed file is attacked as deployed).")
     out: str = setting(help="Output folder (robustness.json, robustness.md).")
     preset: str = setting("standard", "fast = PGD-20; standard = APGD-CE, APGD-T, Square (AutoAttack's "
@@ -56,7 +57,7 @@ def _finish(config, report, result, markdown) -> dict:
 
 def run(config: Config) -> dict:
     """Evaluate the first ``num_examples`` test images; write ``robustness.json`` / ``robustness.md``."""
-    if str(config.model).endswith(".tflite"):
+    if str(config.model).endswith((".tflite", ".c")):
         return _run_deployed(config)
     model_fn, model = evaluation.load_model_fn(config.model)
     x, y = _common.load_split(config, "test", config.num_examples)
@@ -78,11 +79,16 @@ def _run_deployed(config: Config) -> dict:
     from tfrobust.compression import quantize_scope
 
     if not config.source:
-        raise ValueError("--model is a .tflite file: pass --source=<the Keras model it was converted from> "
+        raise ValueError("--model is a deployed file: pass --source=<the Keras model it was converted from> "
                          "(its gradients and transferred examples are part of the evaluation)")
     with quantize_scope():  # a QAT source (.h5 from `tfrobust compress`) loads too
         _, source = evaluation.load_model_fn(config.source)
-    deployed = tflite_tools.TFLiteModel(config.model)
+    if str(config.model).endswith(".c"):  # a bit-packed binary C program: gcc once, called via ctypes
+        from tfrobust.tflite_tools._bitpack_runner import BitpackRunner
+
+        deployed = BitpackRunner(config.model)
+    else:
+        deployed = tflite_tools.TFLiteModel(config.model)
     x, y = _common.load_split(config, "test", config.num_examples)
     report = evaluation.robust_accuracy_deployed(
         deployed, source, x, y, eps=config.eps, norm=config.norm, steps=config.steps or 100,
