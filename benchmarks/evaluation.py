@@ -131,12 +131,13 @@ def run_art(name, model, x, y, cache):
                                  clip_values=(0.0, 1.0))
     attack = AutoAttack(clf, norm=np.inf, eps=EPS, batch_size=len(x))  # default attack list
     _log(f"ART AutoAttack on {name} ({len(x)} images)")
-    t0 = time.perf_counter()
+    t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     x_adv = attack.generate(x=x, y=np.eye(10, dtype=np.float32)[y])
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     clean_ok = evaluation.predict_labels(model, x) == y
     robust = clean_ok & ~_broken(model, x, x_adv, y, EPS)
     result = {"robust_mask": robust.astype(int).tolist(), "seconds": round(seconds, 1),
+              "cpu_seconds": round(cpu, 1), "load_average": [round(load0, 1), round(os.getloadavg()[0], 1)],
               "robust_accuracy": float(robust.mean()),
               "attacks": [type(a).__name__ + (f"({a.loss_type})" if hasattr(a, "loss_type") else "")
                           for a in attack.attacks]}
@@ -149,10 +150,12 @@ def run_art(name, model, x, y, cache):
 def run_ours(name, model, x, y):
     preset = PRESET[name]
     _log(f"tfrobust {preset} on {name}")
-    t0 = time.perf_counter()
+    t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     report = evaluation.robust_accuracy(model, x, y, eps=EPS, preset=preset, batch_size=len(x), seed=0,
                                         verbose=True)
     seconds = time.perf_counter() - t0
+    report.cost = {"cpu_seconds": round(time.process_time() - c0, 1),
+                   "load_average": [round(load0, 1), round(os.getloadavg()[0], 1)]}
     return report, seconds
 
 
@@ -192,6 +195,10 @@ def _row(name, report, seconds, art, n):
         "ours_robust": report.robust_accuracy, "art_robust": art["robust_accuracy"],
         "ours_seconds": round(seconds, 1), "art_seconds": art["seconds"],
         "speedup": round(art["seconds"] / seconds, 1),
+        "ours_cpu_seconds": report.cost["cpu_seconds"], "art_cpu_seconds": art.get("cpu_seconds"),
+        "cpu_speedup": (round(art["cpu_seconds"] / report.cost["cpu_seconds"], 1)
+                        if art.get("cpu_seconds") else None),
+        "ours_load_average": report.cost["load_average"], "art_load_average": art.get("load_average"),
         "art_only_broken": int(np.sum(ours & ~art_mask)),
         "ours_only_broken": int(np.sum(art_mask & ~ours)),
         "ours_per_attack": {k: {kk: v[kk] for kk in ("attacked", "broken", "seconds")}
