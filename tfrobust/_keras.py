@@ -20,8 +20,10 @@ import types
 import keras as keras3  # Keras 3; TensorFlow >= 2.16 imports it anyway, so this costs nothing
 import tf_keras as keras
 
-__all__ = ["keras", "keras3", "is_keras3_object", "check_tf_keras_model", "flavour", "for_keras3",
-           "keras3_custom_objects", "rebuild"]
+__all__ = ["keras", "keras3", "is_keras3_object", "check_tf_keras_model", "check_keras_model",
+           "flavour", "for_keras3",
+           "keras3_custom_objects", "rebuild", "to_tf_keras", "to_keras3", "tf_keras_for_tfmot",
+           "file_format", "load_model"]
 
 
 def is_keras3_object(obj) -> bool:
@@ -49,15 +51,22 @@ def check_tf_keras_model(model, *, argument: str = "model") -> None:
     if is_keras3_object(model):
         raise TypeError(
             f"`{argument}` is a Keras 3 model, but this function needs a tf_keras (Keras 2 API) "
-            "model because TF-MOT and the TFLite tool chain only accept those. Build it with "
-            "`from tfrobust._keras import keras` (or `import tf_keras as keras`), or rebuild it "
-            "with a tfrobust.models builder. Received: "
+            "model (it runs TF-MOT or rewrites tf_keras layers). Rebuild it as tf_keras with the "
+            "same weights: `tfrobust.utils.to_tf_keras(model)` (see docs/keras3.md), or build it "
+            "with `import tf_keras as keras`. Received: "
             f"{argument}={type(model).__module__}.{type(model).__name__}"
         )
     raise TypeError(
         f"`{argument}` must be a tf_keras Model. Received: {argument} of type "
         f"{type(model).__module__}.{type(model).__name__}"
     )
+
+
+def check_keras_model(model, *, argument: str = "model") -> None:
+    """Raise a clear ``TypeError`` unless ``model`` is a tf_keras or Keras 3 ``Model``."""
+    if not isinstance(model, (keras.Model, keras3.Model)):
+        raise TypeError(f"`{argument}` must be a Keras model (Keras 3 or tf_keras). Received: "
+                        f"{argument} of type {type(model).__module__}.{type(model).__name__}")
 
 
 def flavour(obj) -> str | None:
@@ -479,6 +488,29 @@ def rebuild(model, to: str, *, check_inputs=None):
     return rebuilt
 
 
+def to_tf_keras(model, *, check_inputs=None):
+    """The bridge to TF-MOT: a Keras 3 functional/Sequential model rebuilt as tf_keras, same weights.
+
+    ``rebuild(model, "tf_keras")``: refuses (``TypeError``) naming the first layer it cannot map.
+    Pass ``check_inputs`` (a few images) to also check that the outputs agree within 1e-5.
+    """
+    return rebuild(model, "tf_keras", check_inputs=check_inputs)
+
+
+def to_keras3(model, *, check_inputs=None):
+    """A tf_keras functional/Sequential model rebuilt as Keras 3 (tfrobust layers as their twins)."""
+    return rebuild(model, "keras3", check_inputs=check_inputs)
+
+
+def tf_keras_for_tfmot(model):
+    """``model`` as TF-MOT needs it: a Keras 3 model through :func:`to_tf_keras`, else unchanged.
+
+    TF-MOT 0.8 wraps tf_keras layers only; the result is a tf_keras model that
+    ``tfrobust.tflite_tools.convert`` ships like any other.
+    """
+    return to_tf_keras(model) if flavour(model) == "keras3" else model
+
+
 def _is_history(value) -> bool:
     return (isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str)
             and isinstance(value[1], int) and isinstance(value[2], int))
@@ -494,3 +526,90 @@ def _as_history_list(spec):
 def _nodes_legacy(nodes):
     """Inbound nodes of either flavour as lists of ``[name, node, tensor, kwargs]``."""
     return [_node_to_tf_keras(n) for n in nodes]
+
+
+# --------------------------------------------------------------------------- loading files
+
+
+def file_format(path) -> tuple[str, str | None]:
+    """``(format, flavour)`` of a saved model, read from the file itself (not only its suffix).
+
+    Formats: ``"keras"`` (the zip ``.keras`` format; its ``metadata.json`` says which Keras wrote
+    it), ``"h5"`` (its ``keras_version`` attribute), ``"savedmodel"`` (a folder; tf_keras when it
+    holds ``keras_metadata.pb``, else a plain TensorFlow SavedModel such as Keras 3's
+    ``model.export``, flavour None), ``"tflite"`` (flavour None) and ``"unknown"``.
+    """
+    import json
+    import zipfile
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / "keras_metadata.pb").exists():
+            return "savedmodel", "tf_keras"
+        return ("savedmodel", None) if (path / "saved_model.pb").exists() else ("unknown", None)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+        version = str(meta.get("keras_version", ""))
+        return "keras", "keras3" if version.startswith("3.") else "tf_keras" if version else None
+    if head.startswith(b"\x89HDF"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("keras_version", b"")
+        version = version.decode() if isinstance(version, bytes) else str(version)
+        return "h5", "keras3" if version.startswith("3.") else "tf_keras"
+    if head[4:8] == b"TFL3":
+        return "tflite", None
+    return "unknown", None
+
+
+def load_model(path, *, custom_objects=None):
+    """Load a Keras model file with the Keras that wrote it, tfrobust's layers registered.
+
+    Keras 3 ``.keras`` / ``.h5`` files load as Keras 3 models (tfrobust layers as their Keras 3
+    twins), tf_keras ones and tf_keras SavedModel folders as tf_keras models; the models are not
+    compiled. Import ``tfrobust`` (or ``tfrobust.layers``) first so the layers are registered.
+
+    Args:
+      path: a ``.keras`` or ``.h5`` file or a tf_keras SavedModel folder.
+      custom_objects: extra ``{name: class}`` for your own layers.
+
+    Returns:
+      The model.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: a ``.tflite`` file, a plain SavedModel (no Keras model inside), an unknown
+        format, or a file the detected Keras fails to read (the message names the format and
+        the Keras that wrote it).
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"`model` not found. Received: model={str(path)!r}")
+    fmt, which = file_format(path)
+    if fmt == "tflite":
+        raise ValueError(f"{str(path)!r} is a .tflite file: it holds no Keras model. Run it with "
+                         "tfrobust.tflite_tools.TFLiteModel")
+    if fmt == "savedmodel" and which is None:
+        raise ValueError(f"{str(path)!r} is a TensorFlow SavedModel without Keras metadata (e.g. "
+                         "Keras 3's model.export): load it with tf.saved_model.load")
+    if fmt == "unknown" or which is None:
+        raise ValueError(f"{str(path)!r} is not a Keras model file tfrobust can read (expected a "
+                         ".keras zip with metadata.json, an .h5 file with a keras_version, a "
+                         "SavedModel folder or a .tflite file)")
+    module = keras3 if which == "keras3" else keras
+    objects = {**(keras3_custom_objects() if which == "keras3" else {}), **(custom_objects or {})}
+    try:
+        return module.models.load_model(str(path), custom_objects=objects or None, compile=False)
+    except Exception as e:  # noqa: BLE001 - re-raised with the format and the reason
+        raise ValueError(f"cannot read {str(path)!r}: it is a {fmt} file written by "
+                         f"{'Keras 3' if which == 'keras3' else 'tf_keras (Keras 2)'} and "
+                         f"{'keras' if which == 'keras3' else 'tf_keras'}.models.load_model failed: "
+                         f"{type(e).__name__}: {e}") from e

@@ -138,11 +138,26 @@ def test_pruned_model_is_smaller_only_after_gzip_and_unstripped_warns(pruned_90)
     assert wrapped_size["raw_bytes"] > small["raw_bytes"]
 
 
-def test_keras3_model_is_refused():
+def test_keras3_model_is_pruned_through_the_tf_keras_bridge():
     import keras as keras3
 
-    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
-    with pytest.raises(TypeError, match="Keras 3"):
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2, name="fc")])
+    pruned = prune(model, 0.5)
+    assert isinstance(pruned, keras.Model) and wrapped_layers(pruned) == ["prune_low_magnitude_fc"]
+    x = np.ones((3, 4), "float32")
+    np.testing.assert_allclose(strip(pruned)(x).numpy(), model(x).numpy(), atol=1e-6)  # same weights
+
+
+def test_keras3_layer_without_tf_keras_twin_is_refused_by_name():
+    import keras as keras3
+
+    class Mine(keras3.layers.Layer):  # a user's own Keras 3 layer: no tf_keras counterpart
+        def call(self, x):
+            return x
+
+    inp = keras3.Input((4,))
+    model = keras3.Model(inp, keras3.layers.Dense(2)(Mine(name="mine")(inp)))
+    with pytest.raises(TypeError, match="layer 'mine'.*no tf_keras counterpart"):
         prune(model, 0.5)
 
 

@@ -134,12 +134,24 @@ def test_bad_arguments_raise(kwargs, error, fragment):
         convert(model, **kwargs)
 
 
-def test_keras3_model_is_refused():
+@pytest.mark.parametrize("mode", ["float", "dynamic", "int8"])
+def test_keras3_model_converts_and_matches_keras3(mode):
     import keras as keras3
 
-    model3 = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
-    with pytest.raises(TypeError, match="Keras 3"):
-        convert(model3, "float")
+    keras3.utils.set_random_seed(0)
+    model3 = keras3.Sequential([keras3.Input((6, 6, 1)), keras3.layers.Conv2D(3, 3, activation="relu"),
+                                keras3.layers.Flatten(), keras3.layers.Dense(2)])
+    x = np.random.default_rng(0).uniform(size=(16, 6, 6, 1)).astype("float32")
+    data = convert(model3, mode, representative_data=x if mode == "int8" else None)
+    got, want = TFLiteModel(data).predict(x), model3.predict(x, verbose=0)
+    # float: float32 rounding; dynamic: int8 weights; int8: weights and activations on the int8 grid
+    tolerance = {"float": 1e-5, "dynamic": 0.02, "int8": 0.05}[mode] * max(1.0, np.abs(want).max())
+    assert np.abs(got - want).max() <= tolerance
+
+
+def test_something_that_is_no_keras_model_is_refused():
+    with pytest.raises(TypeError, match="must be a Keras model"):
+        convert(object(), "float")
 
 
 def test_binary_mode_without_binary_layers_module_explains(monkeypatch):

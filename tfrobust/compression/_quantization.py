@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 
 from tfrobust import _validate
-from tfrobust._keras import keras
+from tfrobust._keras import keras, tf_keras_for_tfmot
 from tfrobust.compression._pruning import _check_functional, wrapped_layers
 from tfrobust.compression._tfmot import tfmot
 
@@ -246,6 +246,10 @@ def _check_preserve(model, preserve):
 def quantize(model, *, preserve: str | None = None, custom_objects: dict | None = None):
     """Make a tf_keras model quantization-aware (8-bit weights and activations).
 
+    A Keras 3 model is first rebuilt as tf_keras with the same weights
+    (:func:`tfrobust.utils.to_tf_keras`): TF-MOT 0.8 wraps tf_keras layers only, so the result is
+    a tf_keras model, which ``tfrobust.tflite_tools.convert`` ships like any other.
+
     Built-in layers get TF-MOT's default 8-bit configs; a layer whose class (or a base class) was
     registered with :func:`register_quantize_config` gets that config; any other layer that TF-MOT
     does not support is left in float, with a ``UserWarning`` naming it (the int8 TFLite model
@@ -285,6 +289,7 @@ def quantize(model, *, preserve: str | None = None, custom_objects: dict | None 
       >>> kernel_stats(convert(qat, "int8", x[:300]))[0].sparsity  # doctest: +SKIP
       0.5
     """
+    model = tf_keras_for_tfmot(model)  # Keras 3 input: rebuilt as tf_keras, the model TF-MOT wraps
     _check_functional(model)
     _check_preserve(model, preserve)
     qk = tfmot().quantization.keras
@@ -334,6 +339,9 @@ _INITS = ("linear", "kmeans++", "density", "random")
 def cluster(model, number_of_clusters: int, *, init: str = "linear", preserve_sparsity: bool = False):
     """Wrap a tf_keras model for weight clustering (TF-MOT ``cluster_weights``).
 
+    A Keras 3 model is first rebuilt as tf_keras (:func:`tfrobust.utils.to_tf_keras`), as in
+    :func:`quantize`.
+
     Each clusterable weight tensor is limited to ``number_of_clusters`` shared values; fine-tune,
     then :func:`tfrobust.compression.strip` to get plain layers holding the shared values.
     Layers whose kernel has no more weights than clusters, and custom layers that are not
@@ -346,6 +354,7 @@ def cluster(model, number_of_clusters: int, *, init: str = "linear", preserve_sp
         choice in Deep Compression), ``"kmeans++"``, ``"density"`` or ``"random"``.
       preserve_sparsity: keep pruned zeros at zero (cluster a pruned model).
     """
+    model = tf_keras_for_tfmot(model)  # Keras 3 input: rebuilt as tf_keras, the model TF-MOT wraps
     _check_functional(model)
     if not isinstance(number_of_clusters, int) or isinstance(number_of_clusters, bool) \
             or number_of_clusters < 2:

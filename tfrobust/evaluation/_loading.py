@@ -5,11 +5,16 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from tfrobust._keras import load_model
+
 
 def load_model_fn(path):
-    """Load a tf_keras model (``.keras``, ``.h5``) or a SavedModel folder as a differentiable ``model_fn``.
+    """Load a Keras model (``.keras``, ``.h5``) or a SavedModel folder as a differentiable ``model_fn``.
 
-    tfrobust's serializable layers are registered first, so models with defense layers load.
+    The format and the Keras that wrote the file are read from the file
+    (:func:`tfrobust._keras.file_format`): Keras 3 files load as Keras 3 models, tf_keras ones as
+    tf_keras models. tfrobust's serializable layers are registered first, so models with defense
+    layers load.
     A SavedModel without Keras metadata is wrapped through its ``serving_default`` signature.
     ``.tflite`` files are refused: gradient attacks need gradients (use
     ``tfrobust.tflite_tools.TFLiteModel`` with a gradient-free attack such as ``one_pixel``).
@@ -22,7 +27,8 @@ def load_model_fn(path):
 
     Raises:
       FileNotFoundError: when ``path`` does not exist.
-      ValueError: for a ``.tflite`` file.
+      ValueError: for a ``.tflite`` file, or a file that cannot be read (the message names the
+        detected format, the Keras that wrote it, and why loading failed).
     """
     path = Path(path)
     if not path.exists():
@@ -32,7 +38,6 @@ def load_model_fn(path):
                          "evaluation presets need the Keras model (attack a .tflite with "
                          f"tfrobust.attacks.one_pixel on a TFLiteModel). Received: model={str(path)!r}")
     importlib.import_module("tfrobust.layers")  # registers the serializable layers
-    from tfrobust._keras import keras
 
     if path.is_dir() and not (path / "keras_metadata.pb").exists():
         import tensorflow as tf
@@ -45,5 +50,5 @@ def load_model_fn(path):
             return signature(**{name: x})
 
         return model_fn, loaded
-    model = keras.models.load_model(str(path), compile=False)
+    model = load_model(path)
     return model, model

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tfrobust._keras import to_keras3
+
 _BUILDERS: dict[str, Callable] = {}
 
 
@@ -32,12 +34,25 @@ def names() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def get(name: str, **kwargs):
+def get(name: str, *, flavour: str = "tf_keras", **kwargs):
     """Build the registered model ``name`` with ``kwargs`` (``input_shape``, ``num_classes``, ...).
 
+    ``flavour="keras3"`` returns the same model (same layers, names, weights) as a Keras 3 model:
+    built with the tf_keras builder, then rebuilt by :func:`tfrobust.utils.to_keras3`.
+
     Raises:
-      ValueError: unknown name (the message lists the known ones).
+      ValueError: unknown name (the message lists the known ones) or ``flavour``; a Keras 3
+        request for a (train_model, model) pair, whose shared weights a rebuild would split.
     """
     if name not in _BUILDERS:
         raise ValueError(f"Unknown model. Expected one of {names()}. Received: name={name!r}")
-    return _BUILDERS[name](**kwargs)
+    if flavour not in ("tf_keras", "keras3"):
+        raise ValueError(f"`flavour` must be 'tf_keras' or 'keras3'. Received: flavour={flavour!r}")
+    model = _BUILDERS[name](**kwargs)
+    if flavour == "tf_keras":
+        return model
+    if isinstance(model, (tuple, list)):
+        raise ValueError(f"{name!r} with these arguments returns a (train_model, model) pair sharing "
+                         "weights, which a Keras 3 rebuild would split; build the inference model "
+                         f"only for Keras 3. Received: flavour='keras3', {kwargs!r}")
+    return to_keras3(model)

@@ -1,4 +1,4 @@
-"""``convert``: a tf_keras model -> .tflite bytes (float, float16, dynamic-range, int8, binary)."""
+"""``convert``: a Keras 3 or tf_keras model -> .tflite bytes (float, float16, dynamic-range, int8, binary)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust import _validate as V
-from tfrobust._keras import check_tf_keras_model, keras
+from tfrobust._keras import check_keras_model, flavour, keras, rebuild
 from tfrobust.tflite_tools._names import layer_from_name
 from tfrobust.utils import atomic_write_bytes
 
@@ -204,7 +204,7 @@ def _convert_binary(model, representative_data, allow_select_ops, batch_size) ->
 
 def convert(model, mode: str = "float", representative_data=None, path=None, allow_select_ops: bool = False,
             *, batch_size: int | None = None) -> bytes:
-    """Convert a tf_keras model to a TFLite flatbuffer.
+    """Convert a Keras 3 or tf_keras model to a TFLite flatbuffer.
 
     Modes (TFLite post-training quantization, all from a concrete function with a fixed input
     signature):
@@ -226,8 +226,8 @@ def convert(model, mode: str = "float", representative_data=None, path=None, all
     error locations, or by converting the layers one by one when no location survived).
 
     Args:
-      model: a built, single-input tf_keras model (Keras 3 models are refused: the TFLite tool
-        chain and TF-MOT only accept tf_keras).
+      model: a built, single-input Keras 3 or tf_keras model (``"binary"`` rebuilds a Keras 3
+        model as tf_keras first, see ``docs/keras3.md``).
       mode: one of ``"float"``, ``"float16"``, ``"dynamic"``, ``"int8"``, ``"binary"``.
       representative_data: calibration images for ``"int8"``/``"binary"``: a float array
         ``[N, H, W, C]`` (a few hundred training images are enough), a ``tf.data.Dataset`` of
@@ -241,7 +241,7 @@ def convert(model, mode: str = "float", representative_data=None, path=None, all
       The .tflite bytes.
 
     Raises:
-      TypeError: ``model`` is not a tf_keras model (e.g. Keras 3), bad data dtype.
+      TypeError: ``model`` is not a Keras model (Keras 3 and tf_keras both convert), bad data dtype.
       ValueError: bad ``mode``, missing calibration data, bad shapes.
       UnsupportedOpsError: the model needs ops outside the allowed op sets (a ``ValueError``).
 
@@ -252,7 +252,7 @@ def convert(model, mode: str = "float", representative_data=None, path=None, all
       Jacob et al., Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
       Inference, CVPR 2018, https://arxiv.org/abs/1712.05877
     """
-    check_tf_keras_model(model)
+    check_keras_model(model)  # Keras 3 models convert natively (float, dynamic, float16, int8)
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {', '.join(repr(m) for m in MODES)}. "
                          f"Received: mode={mode!r}")
@@ -266,6 +266,8 @@ def convert(model, mode: str = "float", representative_data=None, path=None, all
                          f"mode={mode!r} with representative_data")
     spec = _input_signature(model, batch_size)
     if mode == "binary":
+        # The binary path rewrites tf_keras layers; a Keras 3 model goes through the bridge.
+        model = rebuild(model, "tf_keras") if flavour(model) == "keras3" else model
         data = _convert_binary(model, representative_data, allow_select_ops, batch_size)
     else:
         concrete = _concrete_function(model, spec)

@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfrobust._keras import check_tf_keras_model, keras
+from tfrobust._keras import check_tf_keras_model, flavour, for_keras3, keras
 from tfrobust.trainers._agc import adaptive_clip_gradients, check_agc_args
+
+
+def is_keras3() -> bool:
+    """True inside the Keras 3 twin of a trainer (``keras`` is re-bound there, see ``for_keras3``)."""
+    return keras.__name__ == "keras"
 
 
 def num_replicas() -> int:
@@ -102,6 +107,15 @@ class Trainer(keras.Model):
       >>> trainer.save_inner("model.keras")  # doctest: +SKIP
     """
 
+    def __new__(cls, *args, **kwargs):
+        """A Keras 3 model gets the Keras 3 twin of the trainer class (same name and arguments)."""
+        model = args[0] if args else kwargs.get("model")
+        if isinstance(model, (tuple, list)) and model:
+            model = model[-1]
+        if flavour(model) == "keras3" and flavour(cls) == "tf_keras":
+            return for_keras3(cls)(*args, **kwargs)
+        return super().__new__(cls, *args, **kwargs)
+
     def __init__(self, model, *, train_model=None, agc_clipping: float | None = None,
                  agc_eps: float = 1e-3, agc_exclude=(), name: str | None = None, **kwargs):
         model, train_model = split_pair(model, train_model)
@@ -116,10 +130,8 @@ class Trainer(keras.Model):
         self.agc_eps = agc_eps
         self.agc_exclude = tuple(agc_exclude)
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self._sparse_ce = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction=keras.losses.Reduction.NONE)
-        self._dense_ce = keras.losses.CategoricalCrossentropy(
-            from_logits=True, reduction=keras.losses.Reduction.NONE)
+        self._sparse_ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+        self._dense_ce = keras.losses.CategoricalCrossentropy(from_logits=True, reduction="none")
 
     # ------------------------------------------------------------------ Keras plumbing
     def call(self, inputs, training=None):
@@ -145,6 +157,11 @@ class Trainer(keras.Model):
         # The compiled loss's own tracker is replaced by `loss_tracker`: an objective such as
         # alpha * J(x) + (1 - alpha) * J(x_adv) calls the task loss twice per step.
         out = [self.loss_tracker]
+        if is_keras3():  # Keras 3: the compiled metrics as one CompileMetrics, Keras' tracker out
+            extra = self.extra_metrics()
+            skip = {id(m) for m in [self.loss_tracker, *extra]}
+            out += [m for m in super().metrics if id(m) not in skip and m.name != "loss"]
+            return out + extra
         compiled = getattr(self, "compiled_metrics", None)
         if compiled is not None:
             out += compiled.metrics
@@ -154,6 +171,11 @@ class Trainer(keras.Model):
         """The task loss as a scalar, scaled for ``tf.distribute`` (sum of replica gradients)."""
         # float16 logits (mixed precision) would put the softmax and its log in float16.
         logits = tf.cast(logits, tf.float32)
+        if getattr(self, "loss", None) and is_keras3():  # Keras 3 has no compiled_loss
+            loss = keras.losses.get(self.loss) if isinstance(self.loss, (str, dict)) else self.loss
+            if isinstance(loss, keras.losses.Loss):
+                return loss(y, logits, sample_weight) / num_replicas()
+            return average_loss(loss(y, logits), sample_weight)
         if getattr(self, "loss", None):  # compile() stores `loss or {}`
             return self.compiled_loss(y, logits, sample_weight)
         y = tf.convert_to_tensor(y)
@@ -220,9 +242,24 @@ class Trainer(keras.Model):
             super().compile(optimizer, *args, **kwargs)
         finally:
             self.built = bool(self.model.built)
+        if self.computes_in_float16() and is_keras3():
+            raise NotImplementedError("float16 training of a Keras 3 model with a tfrobust trainer "
+                                      "is not supported yet (its loss scaling is tf_keras'); use "
+                                      "float32 or mixed_bfloat16, or a tf_keras model")
         if self.computes_in_float16() and not isinstance(self.optimizer,
                                                          keras.mixed_precision.LossScaleOptimizer):
             self.optimizer = keras.mixed_precision.LossScaleOptimizer(self.optimizer)
+
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``; callbacks must be of the trainer's Keras flavour (clear error if not)."""
+        for callback in kwargs.get("callbacks") or ():
+            if flavour(callback) not in (None, flavour(self)):
+                raise TypeError(
+                    f"callback {type(callback).__name__} is a {flavour(callback)} callback but this "
+                    f"trainer trains a {flavour(self)} model. Use the callbacks of the model's Keras "
+                    f"(`keras.callbacks` for a Keras 3 model, `tf_keras.callbacks` for a tf_keras "
+                    f"one). Received: callbacks={kwargs['callbacks']!r}")
+        return super().fit(*args, **kwargs)
 
     def computes_in_float16(self) -> bool:
         """True when the trainer's or the wrapped model's compute dtype is float16."""
@@ -275,6 +312,9 @@ class Trainer(keras.Model):
     def _finish(self, total, y, logits, sample_weight, logs):
         # `total` was divided by the replica count for the gradient sum; undo it for the metric.
         self.loss_tracker.update_state(total * num_replicas())
+        if is_keras3():
+            self.update_extra_metrics(y, logs)
+            return self.compute_metrics(None, y, logits, sample_weight)
         if getattr(self, "compiled_metrics", None) is not None:
             self.compiled_metrics.update_state(y, logits, sample_weight)
         self.update_extra_metrics(y, logs)

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfrobust import _validate as V
 from tfrobust import attacks
-from tfrobust._keras import check_tf_keras_model
+from tfrobust._keras import check_keras_model
 from tfrobust.data import as_tf_dataset
 from tfrobust.evaluation import (
     accuracy_under,
@@ -85,7 +85,7 @@ class _RoundLoop:
     kind = "rounds"
 
     def __init__(self, model, *, rounds, epochs_per_round, batch_size, directory, seed, verbose):
-        check_tf_keras_model(model)
+        check_keras_model(model)
         if getattr(model, "optimizer", None) is None:
             raise ValueError("`model` must be compiled (it is trained with fit). "
                              "Received: an uncompiled model")
@@ -156,7 +156,7 @@ class ProactiveDefense(_RoundLoop):
     shows whether robustness carries over to the unseen attack B.
 
     Args:
-      model: a *compiled* tf_keras model or trainer (trained with ``fit``).
+      model: a *compiled* Keras 3 or tf_keras model or trainer (trained with ``fit``).
       attack: attack A (:class:`AttackSpec` or dict), used to augment the training set.
       holdout_attack: attack B (never used for training), only evaluated.
       rounds: T.
@@ -241,7 +241,7 @@ class FeedbackLearning(_RoundLoop):
        accuracy.
 
     Args:
-      model: a compiled tf_keras model or trainer.
+      model: a compiled Keras 3 or tf_keras model or trainer.
       attack: the attack that generates training examples (:class:`AttackSpec`/dict).
       eval_attack: the attack of the per-class robust accuracy (default: ``attack``).
       eps_max: largest radius of the distance search.

@@ -1,5 +1,7 @@
-"""Small shared utilities: atomic file writes, seeding, the environment record, Markdown tables."""
+"""Small shared utilities: atomic file writes, seeding, the environment record, Markdown tables,
+and the Keras flavour bridge (``to_tf_keras`` / ``to_keras3`` / ``load_model``, docs/keras3.md)."""
 
+from tfrobust._keras import load_model, to_keras3, to_tf_keras
 from tfrobust.utils._env import environment
 from tfrobust.utils._io import (
     atomic_save_model,
@@ -16,6 +18,9 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "environment",
+    "load_model",
     "markdown_table",
     "set_seed",
+    "to_keras3",
+    "to_tf_keras",
 ]
