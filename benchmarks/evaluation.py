@@ -218,14 +218,24 @@ def _markdown(rows, meta):
              f"Fashion-MNIST, the first {rows[0]['n']} test images, L-inf eps {EPS}; {meta['when']}, "
              f"{meta['machine']}; versions {meta['versions']}. ART's results come from the same script's "
              "`art` part (cached per model under runs/bench_evaluation/), ours from its `ours` part run "
-             "after it, never overlapping; other engineers' jobs shared the machine.", "",
+             "after them, never overlapping; other engineers' jobs shared the 2 cores (load averages at "
+             "start / end of each run in the last column; CPU seconds are the process's own, all threads).",
+             "",
              "| model | preset | clean | ours robust | ART AutoAttack robust | art_only_broken | "
-             "ours_only_broken | ours s | ART s | speed-up |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "ours_only_broken | ours s | ART s | speed-up (wall) | ours CPU s | ART CPU s | "
+             "speed-up (CPU) | load avg ours / ART |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def _opt(v, fmt):
+        return "n/a" if v is None else format(v, fmt)
+
     for r in rows:
         lines.append(f"| {r['model']} | {r['preset']} | {r['clean_accuracy']:.3f} | {r['ours_robust']:.3f} | "
                      f"{r['art_robust']:.3f} | {r['art_only_broken']} | {r['ours_only_broken']} | "
-                     f"{r['ours_seconds']:.0f} | {r['art_seconds']:.0f} | {r['speedup']:.1f}x |")
+                     f"{r['ours_seconds']:.0f} | {r['art_seconds']:.0f} | {r['speedup']:.1f}x | "
+                     f"{_opt(r.get('ours_cpu_seconds'), '.0f')} | {_opt(r.get('art_cpu_seconds'), '.0f')} | "
+                     f"{_opt(r.get('cpu_speedup'), '.1f')}x | {r.get('ours_load_average')} / "
+                     f"{r.get('art_load_average') or 'not recorded'} |")
     lines += ["", "Targets: ours never higher than ART's; `art_only_broken` <= 0.2% of n "
               f"(= {0.002 * rows[0]['n']:g} points); ours >= 10x faster."]
     verdict = []
