@@ -23,8 +23,9 @@ class Config(_common.DataConfig):
                          "(then --source is needed and the deployed file is attacked as deployed).")
     out: str = setting(help="Output folder (robustness.json, robustness.md).")
     preset: str = setting("standard", "fast = PGD-20; standard = APGD-CE, APGD-T, Square (AutoAttack's "
-                          "standard without FAB-T); adaptive = standard + BPDA, or AutoAttack's rand "
-                          "version (EOT) for random models.", choices=("fast", "standard", "adaptive"))
+                          "standard without FAB-T); autoattack = AutoAttack's standard (with FAB-T); "
+                          "adaptive = standard + BPDA, or AutoAttack's rand version (EOT) for random models.",
+                          choices=tuple(evaluation.PRESETS))
     eps: float = setting(0.1, "Perturbation radius (images are in [0, 1]).")
     norm: str = setting("linf", "Norm of the perturbation ball.", choices=("linf", "l2"))
     steps: int | None = setting(None, "Override the preset's attack steps.")
