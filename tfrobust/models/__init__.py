@@ -7,7 +7,7 @@
 from tfrobust.models._basic import lenet_300_100, madry_cnn, small_cnn
 from tfrobust.models._binary_zoo import binary_cnn, binary_madry_cnn, binary_small_cnn
 from tfrobust.models._classic import alexnet, bn_inception, googlenet, inception_v3, vgg
-from tfrobust.models._defended import DEFENSES, defended_cnn
+from tfrobust.models._defended import DEFENSES, defended_cnn, defended_resnet
 from tfrobust.models._efficient import mobilenet, shufflenet, squeezenet
 from tfrobust.models._mcu import mcu_channels, mcu_cnn
 from tfrobust.models._registry import get, names, register
@@ -26,6 +26,7 @@ from tfrobust.models._special import capsnet, mlp_mixer, stn, vit
 __all__ = [
     "DEFENSES",
     "defended_cnn",
+    "defended_resnet",
     "alexnet",
     "binary_cnn",
     "binary_madry_cnn",

@@ -28,22 +28,38 @@ layers = keras.layers
 _ATTENTION = (None, "se", "cbam")
 
 
-def _attention(x, attention, ratio, name):
+def _layer(bank, cls, *args, name, **kwargs):
+    """``cls(*args, name=name, **kwargs)``, or with a ``bank`` (a dict) the layer of that name made before.
+
+    A bank lets a builder run twice over the same layers: ``label_conditioned_pair`` builds a
+    training graph and an inference graph that must share every weight.
+    """
+    if bank is None:
+        return cls(*args, name=name, **kwargs)
+    if name is None:
+        raise ValueError("Layers shared through a bank need a name. Received: name=None")
+    if name not in bank:
+        bank[name] = cls(*args, name=name, **kwargs)
+    return bank[name]
+
+
+def _attention(x, attention, ratio, name, bank=None):
     if attention == "se":
-        return SqueezeExcitation(ratio, name=f"{name}_se")(x)
+        return _layer(bank, SqueezeExcitation, ratio, name=f"{name}_se")(x)
     if attention == "cbam":
-        return CBAM(ratio, name=f"{name}_cbam")(x)
+        return _layer(bank, CBAM, ratio, name=f"{name}_cbam")(x)
     return x
 
 
-def _bn_relu(x, name):
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
+def _bn_relu(x, name, bank=None):
+    x = _layer(bank, layers.BatchNormalization, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return _layer(bank, layers.Activation, "relu", name=f"{name}_relu")(x)
 
 
-def _conv(x, filters, k, strides=1, name=None):
-    return layers.Conv2D(
-        filters, k, strides=strides, padding="same", use_bias=False, kernel_initializer="he_normal", name=name
+def _conv(x, filters, k, strides=1, name=None, bank=None):
+    return _layer(
+        bank, layers.Conv2D, filters, k, strides=strides, padding="same", use_bias=False,
+        kernel_initializer="he_normal", name=name,
     )(x)
 
 
@@ -59,6 +75,7 @@ def residual_block(
     attention=None,
     ratio=8,
     name="block",
+    bank=None,
 ):
     """One residual unit ``y = F(x) + shortcut(x)``.
 
@@ -67,29 +84,32 @@ def residual_block(
     ResNeXt) -> 1x1 (``filters``). ``preact=True`` is the identity-mapping variant of He et al.
     2016 (BN-ReLU before each conv, nothing after the addition). ``attention`` ("se" / "cbam")
     recalibrates F(x) before the addition. The shortcut is the identity, or a 1x1 projection
-    when the shape changes.
+    when the shape changes. ``bank`` (a dict): reuse the layers of the same names made by an
+    earlier call with that bank (to build two graphs over one set of weights).
     """
     channels = int(x.shape[-1])
     project = strides != 1 or channels != filters
     inner = bottleneck_width or max(1, filters // 4)
     if preact:
-        pre = _bn_relu(x, f"{name}_pre")
-        shortcut = _conv(pre, filters, 1, strides, name=f"{name}_proj") if project else x
+        pre = _bn_relu(x, f"{name}_pre", bank)
+        shortcut = _conv(pre, filters, 1, strides, name=f"{name}_proj", bank=bank) if project else x
         h = pre
     else:
         shortcut = x
         if project:
-            shortcut = _conv(x, filters, 1, strides, name=f"{name}_proj")
-            shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
+            shortcut = _conv(x, filters, 1, strides, name=f"{name}_proj", bank=bank)
+            shortcut = _layer(bank, layers.BatchNormalization, momentum=BN_MOMENTUM,
+                              name=f"{name}_proj_bn")(shortcut)
         h = x
 
     def conv_unit(h, f, k, s, i, first):
         if preact and not first:
-            h = _bn_relu(h, f"{name}_{i}")
+            h = _bn_relu(h, f"{name}_{i}", bank)
         if k == 3 and groups > 1:
-            h = GroupConv2D(f, 3, groups=groups, strides=s, use_bias=False, name=f"{name}_conv{i}")(h)
+            h = _layer(bank, GroupConv2D, f, 3, groups=groups, strides=s, use_bias=False,
+                       name=f"{name}_conv{i}")(h)
         else:
-            h = _conv(h, f, k, s, name=f"{name}_conv{i}")
+            h = _conv(h, f, k, s, name=f"{name}_conv{i}", bank=bank)
         return h
 
     if block == "basic":
@@ -99,13 +119,13 @@ def residual_block(
     for i, (f, k, s) in enumerate(plan, start=1):
         h = conv_unit(h, f, k, s, i, first=i == 1)
         if not preact:
-            h = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_{i}_bn")(h)
+            h = _layer(bank, layers.BatchNormalization, momentum=BN_MOMENTUM, name=f"{name}_{i}_bn")(h)
             if i < len(plan):
-                h = layers.Activation("relu", name=f"{name}_{i}_relu")(h)
-    h = _attention(h, attention, ratio, name)
-    y = layers.Add(name=f"{name}_add")([h, shortcut])
+                h = _layer(bank, layers.Activation, "relu", name=f"{name}_{i}_relu")(h)
+    h = _attention(h, attention, ratio, name, bank)
+    y = _layer(bank, layers.Add, name=f"{name}_add")([h, shortcut])
     if not preact:
-        y = layers.Activation("relu", name=f"{name}_out")(y)
+        y = _layer(bank, layers.Activation, "relu", name=f"{name}_out")(y)
     return y
 
 
