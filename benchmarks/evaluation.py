@@ -187,25 +187,34 @@ def run_fab(name, model, x, y, report):
 
 
 def _row(name, report, seconds, art, n):
+    """One model's row; ``art`` is None when ART's AutoAttack has no (cached) result for it."""
     ours = np.asarray(report.robust_mask, bool)
-    art_mask = np.asarray(art["robust_mask"], bool)
-    return {
+    row = {
         "model": name, "description": DESCRIPTION[name], "preset": PRESET[name], "n": n, "eps": EPS,
-        "clean_accuracy": report.clean_accuracy,
-        "ours_robust": report.robust_accuracy, "art_robust": art["robust_accuracy"],
-        "ours_seconds": round(seconds, 1), "art_seconds": art["seconds"],
-        "speedup": round(art["seconds"] / seconds, 1),
-        "ours_cpu_seconds": report.cost["cpu_seconds"], "art_cpu_seconds": art.get("cpu_seconds"),
-        "cpu_speedup": (round(art["cpu_seconds"] / report.cost["cpu_seconds"], 1)
-                        if art.get("cpu_seconds") else None),
-        "ours_load_average": report.cost["load_average"], "art_load_average": art.get("load_average"),
-        "art_only_broken": int(np.sum(ours & ~art_mask)),
-        "ours_only_broken": int(np.sum(art_mask & ~ours)),
+        "clean_accuracy": report.clean_accuracy, "ours_robust": report.robust_accuracy,
+        "ours_seconds": round(seconds, 1), "ours_cpu_seconds": report.cost["cpu_seconds"],
+        "ours_load_average": report.cost["load_average"],
         "ours_per_attack": {k: {kk: v[kk] for kk in ("attacked", "broken", "seconds")}
                             for k, v in report.per_attack.items()},
-        "art_attacks": art["attacks"],
         "warnings": list(report.warnings),
+        "art_robust": None, "art_seconds": None, "speedup": None, "art_cpu_seconds": None,
+        "cpu_speedup": None, "art_load_average": None, "art_only_broken": None, "ours_only_broken": None,
+        "art_attacks": None,
     }
+    if art is None:
+        return row
+    art_mask = np.asarray(art["robust_mask"], bool)
+    row.update({
+        "art_robust": art["robust_accuracy"], "art_seconds": art["seconds"],
+        "speedup": round(art["seconds"] / seconds, 1), "art_cpu_seconds": art.get("cpu_seconds"),
+        "cpu_speedup": (round(art["cpu_seconds"] / report.cost["cpu_seconds"], 1)
+                        if art.get("cpu_seconds") else None),
+        "art_load_average": art.get("load_average"),
+        "art_only_broken": int(np.sum(ours & ~art_mask)),
+        "ours_only_broken": int(np.sum(art_mask & ~ours)),
+        "art_attacks": art["attacks"],
+    })
+    return row
 
 
 # ----------------------------------------------------------------------------- docs
@@ -226,20 +235,25 @@ def _markdown(rows, meta):
              "speed-up (CPU) | load avg ours / ART |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def _opt(v, fmt):
-        return "n/a" if v is None else format(v, fmt)
+    def _opt(v, fmt, suffix=""):
+        return "n/a" if v is None else format(v, fmt) + suffix
 
     for r in rows:
         lines.append(f"| {r['model']} | {r['preset']} | {r['clean_accuracy']:.3f} | {r['ours_robust']:.3f} | "
-                     f"{r['art_robust']:.3f} | {r['art_only_broken']} | {r['ours_only_broken']} | "
-                     f"{r['ours_seconds']:.0f} | {r['art_seconds']:.0f} | {r['speedup']:.1f}x | "
+                     f"{_opt(r['art_robust'], '.3f')} | {_opt(r['art_only_broken'], 'd')} | "
+                     f"{_opt(r['ours_only_broken'], 'd')} | {r['ours_seconds']:.0f} | "
+                     f"{_opt(r['art_seconds'], '.0f')} | {_opt(r['speedup'], '.1f', 'x')} | "
                      f"{_opt(r.get('ours_cpu_seconds'), '.0f')} | {_opt(r.get('art_cpu_seconds'), '.0f')} | "
-                     f"{_opt(r.get('cpu_speedup'), '.1f')}x | {r.get('ours_load_average')} / "
+                     f"{_opt(r.get('cpu_speedup'), '.1f', 'x')} | {r.get('ours_load_average')} / "
                      f"{r.get('art_load_average') or 'not recorded'} |")
     lines += ["", "Targets: ours never higher than ART's; `art_only_broken` <= 0.2% of n "
               f"(= {0.002 * rows[0]['n']:g} points); ours >= 10x faster."]
     verdict = []
     for r in rows:
+        if r["art_robust"] is None:
+            verdict.append(f"- {r['model']}: NOT COMPARED: no ART AutoAttack result for this model in "
+                           "this run (see the note above the table)")
+            continue
         misses = []
         if r["ours_robust"] > r["art_robust"]:
             misses.append("robust accuracy higher than ART's")
@@ -268,7 +282,10 @@ def _markdown(rows, meta):
         lines += ["", ("FAB-T added no break on any model: `standard` leaves it out (use "
                        "`preset=\"autoattack\"` to run it)." if added == 0 else
                        f"FAB-T added {added} breaks in total: see the rows above; `autoattack` runs it.")]
-    lines += ["", f"ART's attack list: {', '.join(rows[0]['art_attacks'])}.", "", END]
+    art_lists = [r["art_attacks"] for r in rows if r["art_attacks"]]
+    if art_lists:
+        lines += ["", f"ART's attack list: {', '.join(art_lists[0])}."]
+    lines += ["", END]
     return "\n".join(lines)
 
 
@@ -313,7 +330,10 @@ def main(argv=None):
         rows = []
         for name in names:
             report, seconds = run_ours(name, trained[name], x, y)
-            art = arts.get(name) or json.loads((cache / f"art_{name}.json").read_text())
+            cached = cache / f"art_{name}.json"
+            art = arts.get(name) or (json.loads(cached.read_text()) if cached.exists() else None)
+            if art is None:
+                _log(f"no ART result for {name}: its row has ours only")
             rows.append(_row(name, report, seconds, art, len(x)))
             if "fab" in parts:
                 rows[-1]["fab_t_after_ours"] = run_fab(name, trained[name], x, y, report)
