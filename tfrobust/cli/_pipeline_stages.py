@@ -7,13 +7,14 @@ its own atomically, plus ``stages/<name>.json`` with its figures; the driver in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tfrobust import attacks, data, models, utils
+from tfrobust import attacks, data, evaluation, models, utils
 from tfrobust._keras import keras
 
 STAGES = ("train", "evaluate", "compress", "convert", "deploy_eval", "export_c", "report")
@@ -83,17 +84,15 @@ def _compile(model, lr):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
 
 
-def _accuracy(fn, x, y, batch_size=500):
-    preds = [np.argmax(np.asarray(fn(x[i:i + batch_size])), axis=1) for i in range(0, len(x), batch_size)]
-    return float(np.mean(np.concatenate(preds) == y))
+def _accuracy(fn, x, y):
+    return evaluation.accuracy(fn, x, y, batch_size=500)
 
 
 def _pgd20(model, x, y, eps, seed):
     if eps == 0:
         return np.asarray(x)
     pgd20 = attacks.get("pgd", eps=eps, steps=20)  # the `fast` preset's attack (step 2.5 eps / 20)
-    out = [pgd20(model, x[i:i + 500], y[i:i + 500], seed=seed) for i in range(0, len(x), 500)]
-    return np.concatenate([np.asarray(o) for o in out])
+    return evaluation.attack_dataset(functools.partial(pgd20, seed=seed), model, x, y, batch_size=500)
 
 
 def _fit(s: Settings, model, ds, *, lr, epochs, callbacks=(), train_model=None):
@@ -155,28 +154,24 @@ def stage_train(ctx: Context) -> dict:
             "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}}
 
 
-def _per_class(y, correct, num_classes):
-    return [float(correct[y == c].mean()) if np.any(y == c) else None for c in range(num_classes)]
-
-
 def stage_evaluate(ctx: Context) -> dict:
-    from tfrobust.evaluation import robust_accuracy
-
     s = ctx.s
     model = load_model(ctx.path("model.keras"))
     x, y = ctx.eval_set()
     nature = attacks.inspect_model(model)
-    standard = robust_accuracy(model, x, y, eps=s.eps, preset="standard", model=model)
+    standard = evaluation.robust_accuracy(model, x, y, eps=s.eps, preset="standard", model=model)
     result = {"standard": standard.to_dict(), "nature": nature}
     if nature["stochastic"] or nature["gradient_masking"]:
-        result["adaptive"] = robust_accuracy(model, x, y, eps=s.eps, preset="adaptive", model=model).to_dict()
+        result["adaptive"] = evaluation.robust_accuracy(model, x, y, eps=s.eps, preset="adaptive",
+                                                        model=model).to_dict()
     curve = []
     for eps in s.eps_curve:
         x_adv = _pgd20(model, x, y, eps, s.seed)
         curve.append({"eps": eps, "accuracy": _accuracy(model, x_adv, y)})
         if eps == s.eps:
-            correct = np.argmax(np.asarray(model.predict(x_adv, batch_size=500, verbose=0)), 1) == y
-            result["per_class_pgd20"] = _per_class(y, correct, data.dataset_info(s.dataset).num_classes)
+            num_classes = data.dataset_info(s.dataset).num_classes
+            result["per_class_pgd20"] = evaluation.per_class_accuracy(
+                None, model, x_adv, y, num_classes, batch_size=500)[1]
     result["eps_curve_pgd20"] = curve
     return result
 
@@ -282,19 +277,19 @@ def _deployed_robustness(ctx: Context, x, y) -> dict:
     and Square on it): the int8 file with the compressed model as source, the binary file (when
     built) with its own source; plus the ``standard`` figure of the compressed Keras model."""
     from tfrobust import tflite_tools
-    from tfrobust.evaluation import robust_accuracy, robust_accuracy_deployed
-
     s = ctx.s
     compressed = load_model(ctx.path("compressed.h5"))
-    standard = robust_accuracy(compressed, x, y, eps=s.eps, preset="standard", model=compressed, seed=s.seed)
+    standard = evaluation.robust_accuracy(compressed, x, y, eps=s.eps, preset="standard", model=compressed,
+                                          seed=s.seed)
     out = {"compressed_standard": standard.to_dict()}
     files = [("int8", compressed, standard)]
     if s.binary:
         files.append(("binary", load_model(ctx.path(ctx.stage_result("convert")["binary"]["source"])), None))
     for name, source, report in files:
         deployed = tflite_tools.TFLiteModel(ctx.path(f"model_{name}.tflite"))
-        out[name] = robust_accuracy_deployed(deployed, source, x, y, eps=s.eps, source_report=report,
-                                             seed=s.seed, verbose=True).to_dict()
+        out[name] = evaluation.robust_accuracy_deployed(deployed, source, x, y, eps=s.eps,
+                                                        source_report=report, seed=s.seed,
+                                                        verbose=True).to_dict()
     return out
 
 
