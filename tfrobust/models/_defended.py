@@ -129,10 +129,11 @@ def defended_cnn(
     block's output, conv -> ReLU -> 2x2 max-pool, an H x W x K map whose channels the module
     reweights) and ``"dense"`` (the penultimate features, the default). Each module has its own
     probe and adds its own term, so with modules :math:`m = 1..S` the training loss on a batch
-    ``x'`` (adversarial in adversarial training) is
+    ``x'`` (adversarial in adversarial training) is, as in the CAS paper (Bai et al. 2021, Eq. 4;
+    its official training scripts divide the summed probe losses by their number)
 
     .. math::
-        L = \mathrm{CE}(f(x'), y) + \beta \sum_{m=1}^{S} L^m(x'),
+        L = \mathrm{CE}(f(x'), y) + \frac{\beta}{S} \sum_{m=1}^{S} L^m(x'),
 
     with :math:`L^m = -\log \hat p^m_y(x')` the cross-entropy of module m's probe (CAS:
     :math:`\mathrm{softmax}(\mathrm{GAP}(f^m)^\top M^m)`, CIFS: its probe network). At test
@@ -144,8 +145,8 @@ def defended_cnn(
       at_blocks: CAS / CIFS only: one or more of :data:`CNN_BLOCKS` (a name or a sequence of
         names); None means ``("dense",)``. The dense module is named ``"cas"`` / ``"cifs"``, a
         conv block's ``"cas_conv1"``, ``"cifs_conv2"``, ...
-      beta: CAS / CIFS only: the weight of each module's probe loss (default 2, the papers').
-        Pass ``beta / S`` to average the S modules' terms instead of summing them.
+      beta: CAS / CIFS only: the weight of the modules' averaged probe loss (default 2, the
+        papers'); each of the S modules adds its own term with weight ``beta / S``.
       return_train_model: also return the label-conditioned training model. CAS, CIFS and PCL
         need the labels during training (``[x, y] -> logits``); for the other defenses the
         training model is the model itself.
@@ -200,7 +201,7 @@ def defended_cnn(
         modules["dense"] = PrototypeConformity(num_classes, weight=0.1, name="pcl")
     for block in at_blocks or ():
         suffix = "" if block == "dense" else f"_{block}"  # "cas": the name before at_blocks existed
-        modules[block] = _channel_module(defense, num_classes, beta, f"{defense}{suffix}")
+        modules[block] = _channel_module(defense, num_classes, beta / len(at_blocks), f"{defense}{suffix}")
 
     def at(block, h, y):
         return _conditioned(modules[block], h, y) if block in modules else h
@@ -246,7 +247,7 @@ def defended_resnet(
     Each module has its own probe and adds its own term: the training loss on a batch ``x'`` is
 
     .. math::
-        L = \mathrm{CE}(f(x'), y) + \beta \sum_{s \in \text{at\_stages}} L^s(x'),
+        L = \mathrm{CE}(f(x'), y) + \frac{\beta}{S} \sum_{s \in \text{at\_stages}} L^s(x'),
 
     with :math:`L^s` the cross-entropy of stage s's probe on the GAP of its feature map. At
     test time each module picks its mask from its own probe's prediction.
@@ -259,7 +260,8 @@ def defended_resnet(
       input_shape, num_classes: as in every builder.
       at_stages: stage indices (1-based; an int or a sequence); None means the last stage. Must
         be None for ``defense="none"``.
-      beta: the weight of each module's probe loss (default 2). ``beta / S`` averages S modules.
+      beta: the weight of the averaged probe loss (default 2): each of the S modules adds its
+        term with weight ``beta / S``, as the CAS paper's Eq. 4.
       width, blocks_per_stage, block: as in ``tfrobust.models.resnet`` (post-activation units).
       return_train_model: return ``(train_model, model)``; fit ``train_model`` on
         ``((x, y), y)`` (or pass the pair to ``AdversarialTrainer``), attack and deploy ``model``.
@@ -290,7 +292,8 @@ def defended_resnet(
     elif defense in _CHANNEL:
         at_stages = indices[-1:]
     name = name or f"resnet_{defense}"
-    modules = {s: _channel_module(defense, num_classes, beta, f"{defense}_stage{s}") for s in at_stages or ()}
+    modules = {s: _channel_module(defense, num_classes, beta / len(at_stages), f"{defense}_stage{s}")
+               for s in at_stages or ()}
     expansion = 4 if block == "bottleneck" else 1
     bank = {}  # every layer made once, shared by the training and the inference graph
     gap = layers.GlobalAveragePooling2D(name="gap")
