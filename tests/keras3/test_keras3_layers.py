@@ -90,3 +90,19 @@ def test_affine_grid_sampler_two_input_model_saves_and_converts_under_keras3(tmp
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     assert converter.convert()
+
+
+def test_margin_loss_trains_and_saves_in_a_keras3_model(tmp_path):
+    from tfrobust.losses import MarginLoss
+    from tfrobust.losses import for_keras3 as losses_for_keras3
+
+    loss = losses_for_keras3(MarginLoss)(lam=0.4)
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(3, activation="sigmoid")])
+    model.compile(optimizer="adam", loss=loss)
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(8, 4)).astype("float32"), np.eye(3, dtype="float32")[rng.integers(0, 3, 8)]
+    assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][0])
+    np.testing.assert_allclose(float(loss(y, model(x))), float(MarginLoss(lam=0.4)(y, model(x).numpy())),
+                               rtol=1e-6)
+    model.save(tmp_path / "m.keras")
+    assert keras3.models.load_model(tmp_path / "m.keras").loss.get_config()["lam"] == 0.4

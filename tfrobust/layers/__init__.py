@@ -2,8 +2,13 @@
 
 Every layer is registered for serialization (package ``tfrobust``), round-trips through
 ``get_config`` and converts to TFLite with builtin ops.
+
+The classes here are tf_keras layers; ``for_keras3(KWinnersTakeAll)`` is the same layer for
+Keras 3 (``import keras``; TensorFlow backend), built from the same methods and registered under
+the same name, so ``.keras`` files of either Keras load (docs/keras3.md).
 """
 
+from tfrobust._keras import for_keras3
 from tfrobust.layers._binary import (
     BinaryConv2D,
     BinaryDense,
@@ -62,6 +67,7 @@ __all__ = [
     "RandomScaledActivations",
     "StochasticActivationPruning",
     "WTADropout",
+    "for_keras3",
     "label_conditioned_pair",
     "stochastic_activation_pruning",
     "BinaryConv2D",
