@@ -7,8 +7,9 @@ the seed and the step; the evaluation attacks are seeded) and start from the sam
 can differ only by the two Keras' numerics (Adam's update, the kernels each picks). Measured
 (2026-12-02, ``--seed=0`` and ``--seed=1``): the two runs give identical figures -- seed 0: loss
 2.76487, clean 11/32, robust 7/32 (standard, eps 0.02), int8 12/32, 50% sparsity in the int8 file;
-seed 1: loss 2.70607, clean 4/32, robust 1/32, int8 4/32, 50%. The tolerance allowed -- training loss within 2% relative, clean,
-robust and int8 accuracy within 2 of the 32 evaluated images -- covers a float32 rounding
+seed 1: loss 2.70607, clean 4/32, robust 1/32, int8 4/32, 50%. The tolerance allowed -- training
+loss within 2% relative, clean, robust and int8 accuracy within 2 of the 32 evaluated images --
+covers a float32 rounding
 difference flipping the arg-max of a near-tie, which identical figures do not rule out on other
 seeds or CPUs.
 
