@@ -134,8 +134,8 @@ def _rebind(func, memo, owner=None, new_cls=None):
     key = ("func", id(func), id(new_cls))
     if key in memo:
         return memo[key]
-    if "keras" not in func.__code__.co_names and not any(
-            n in func.__code__.co_freevars for n in ("__class__",)) and not _uses_own(func):
+    if "keras" not in _all_names(func.__code__) and "__class__" not in func.__code__.co_freevars and (
+            not _uses_own(func)):
         memo[key] = func
         return func
     closure = func.__closure__
@@ -152,9 +152,18 @@ def _rebind(func, memo, owner=None, new_cls=None):
     return new
 
 
+def _all_names(code) -> set:
+    """Global names used by ``code`` and the functions / lambdas defined inside it."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _all_names(const)
+    return names
+
+
 def _uses_own(func) -> bool:
     glb = func.__globals__
-    for name in func.__code__.co_names:
+    for name in _all_names(func.__code__):
         value = glb.get(name)
         if (isinstance(value, type) and _is_own(value) and flavour(value) == "tf_keras") or (
                 isinstance(value, types.FunctionType) and _is_own(value)):

@@ -106,3 +106,19 @@ def test_margin_loss_trains_and_saves_in_a_keras3_model(tmp_path):
                                rtol=1e-6)
     model.save(tmp_path / "m.keras")
     assert keras3.models.load_model(tmp_path / "m.keras").loss.get_config()["lam"] == 0.4
+
+
+class _NestedHelper(keras.layers.Layer):
+    """A tf_keras layer whose sublayer is made by a function defined inside ``build``."""
+
+    def build(self, input_shape):
+        def make():
+            return keras.layers.Dense(2)
+
+        self.dense = make()
+
+
+def test_functions_defined_inside_methods_also_see_keras3():
+    layer = for_keras3(_NestedHelper)()
+    layer.build((None, 3))
+    assert isinstance(layer.dense, keras3.layers.Dense)
