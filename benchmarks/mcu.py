@@ -301,8 +301,11 @@ def _earlier_table(main: dict, earlier: list[dict]) -> str:
              row(main["run"]["started_utc"], _recipe(main),
                  {**main, "load_during": main["run"]["load_during"]})]
     lines += [row(e["measured_utc"], e.get("recipe"), e) for e in earlier]
-    prev, now = earlier[0], _recipe(main)
-    if prev.get("recipe") and prev.get("n") == main["n"]:
+    now = _recipe(main)
+    # the latest earlier run of another recipe (an earlier run of this recipe only re-times it)
+    prev = next((e for e in earlier if e.get("recipe")
+                 and (e["recipe"]["adv"], e["recipe"]["epochs"]) != (now["adv"], now["epochs"])), None)
+    if prev is not None and prev.get("n") == main["n"]:
         text = (f"From the previous default (`{prev['recipe']['adv']}`, {prev['recipe']['epochs']} epochs) "
                 f"to this one (`{now['adv']}`, {now['epochs']} epochs): clean "
                 f"{100 * (main['clean'] - prev['clean']):+.1f} points, robust "
