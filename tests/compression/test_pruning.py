@@ -192,26 +192,37 @@ def test_bad_arguments_raise(kwargs, fragment):
         prune(tiny_cnn(), **args)
 
 
-def test_tfmot_refused_without_legacy_keras_switch():
+def test_keras3_process_without_the_switch_compresses_and_keeps_its_keras(tmp_path):
+    """No TF_USE_LEGACY_KERAS: a Keras 3 model is pruned and quantized through the bridge, and the
+    process keeps its environment, Keras 3 behind ``tf.keras``, and a user's Keras 3 model trains."""
     code = textwrap.dedent("""
         import os
         os.environ.pop("TF_USE_LEGACY_KERAS", None)
-        import tensorflow
-        from tfrobust.compression import prune, count_macs  # importing is fine: TF-MOT is lazy
-        import tf_keras as keras
-        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-        try:
-            prune(m, 0.5)
-        except RuntimeError as e:
-            print("REFUSED", "TF_USE_LEGACY_KERAS" in str(e), "Received:" in str(e))
+        import numpy as np
+        import keras
+        import tensorflow as tf
+        from tfrobust.compression import prune, quantize, strip
+        from tfrobust.tflite_tools import convert
         import sys
         print("TFMOT_IMPORTED", "tensorflow_model_optimization" in sys.modules)
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+        x = np.random.default_rng(0).uniform(size=(16, 4)).astype("float32")
+        qat = quantize(strip(prune(m, 0.5)))
+        convert(qat, "int8", representative_data=x)
+        print("SWITCH", os.environ.get("TF_USE_LEGACY_KERAS"), "TF_KERAS", tf.keras.version()[0])
+        user = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        user.compile(optimizer="sgd", loss="mse")
+        user.fit(x, np.zeros((16, 2), "float32"), verbose=0)
+        user.save(sys.argv[1])
+        print("USER_OK", type(keras.models.load_model(sys.argv[1])).__name__)
     """)
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert "REFUSED True True" in res.stdout, res.stderr[-2000:]
-    assert "TFMOT_IMPORTED False" in res.stdout
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "user.keras")], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert "TFMOT_IMPORTED False" in res.stdout, res.stderr[-2000:]  # importing tfrobust is lazy
+    assert "SWITCH None TF_KERAS 3" in res.stdout, res.stderr[-2000:]
+    assert "USER_OK Sequential" in res.stdout, res.stderr[-2000:]
 
 
 def test_adversarial_fine_tuning_of_a_pruned_model_reaches_the_sparsity(small_data):

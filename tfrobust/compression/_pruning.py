@@ -119,7 +119,7 @@ def prune(model, target_sparsity: float = 0.5, *, schedule: str = "constant", be
       TypeError: ``model`` is not a tf_keras model (e.g. Keras 3).
       ValueError: bad arguments, a subclassed model, or a layer TF-MOT refuses (the message names
         the layer).
-      RuntimeError: TF_USE_LEGACY_KERAS was not set before TensorFlow was imported.
+      RuntimeError: TF-MOT could not be imported on tf_keras (see ``compression._tfmot.tfmot``).
     """
     model = tf_keras_for_tfmot(model)  # Keras 3 input: rebuilt as tf_keras, the model TF-MOT wraps
     _check_functional(model)

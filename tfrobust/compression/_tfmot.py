@@ -4,8 +4,15 @@ TF-MOT 0.8.x sets ``os.environ["TF_USE_LEGACY_KERAS"] = "1"`` when it is importe
 imported before without that switch, ``tf.keras`` is then whatever was touched first: Keras 3 if
 the user's code had already used it, tf_keras otherwise -- so one process can silently hold both
 Keras versions, and ``tf.keras`` changes meaning depending on import order. tfrobust never mutates
-the environment; instead, :func:`tfmot` refuses to import TF-MOT unless the switch was already set,
-with a message that says exactly where to set it.
+the environment for the user. :func:`tfmot` imports TF-MOT
+
+* as is when the switch was set before TensorFlow's first import (``tf.keras`` is tf_keras);
+* otherwise (a Keras 3 process) after resolving ``tf.keras`` to what this process already uses
+  (Keras 3), so TF-MOT's own check sees Keras 3 and takes ``tf_keras`` directly; the switch TF-MOT
+  sets is then removed again. The process keeps ``tf.keras`` and its environment as they were, and
+  TF-MOT works on tf_keras models (Keras 3 ones go through ``tfrobust.utils.to_tf_keras``).
+  If TF-MOT still ends up on anything but tf_keras, the import is refused with a message that
+  says where to set the switch instead.
 """
 
 from __future__ import annotations
@@ -32,21 +39,37 @@ def legacy_keras_enabled() -> bool:
 
 
 def tfmot():
-    """Import and return ``tensorflow_model_optimization``, refusing a mixed-Keras process.
+    """Import and return ``tensorflow_model_optimization`` working on tf_keras, environment intact.
 
     Returns:
       The ``tensorflow_model_optimization`` module.
 
     Raises:
-      RuntimeError: when TF-MOT is not imported yet and ``TF_USE_LEGACY_KERAS`` is not set (it
-        must precede the first ``import tensorflow``). When TF-MOT was already imported by the
-        user, it is returned as is: the switch has been flipped by then and cannot be checked.
+      RuntimeError: when TF-MOT would not run on tf_keras in this process (the message says to set
+        ``TF_USE_LEGACY_KERAS=1`` before the first ``import tensorflow``). When TF-MOT was already
+        imported by the user, it is returned as is.
     """
     module = sys.modules.get("tensorflow_model_optimization")
     if module is not None:
         return module
-    if not legacy_keras_enabled():
-        raise RuntimeError(_MESSAGE.format(value=os.environ.get("TF_USE_LEGACY_KERAS")))
-    import tensorflow_model_optimization as module
+    if legacy_keras_enabled():
+        import tensorflow_model_optimization as module
 
+        return module
+    import tensorflow as tf
+    import tf_keras
+
+    previous = os.environ.get("TF_USE_LEGACY_KERAS")
+    version = getattr(tf.keras, "version", None)  # resolves tf.keras now, without the switch
+    try:
+        import tensorflow_model_optimization as module  # sets the switch (TF-MOT's compat module)
+        from tensorflow_model_optimization.python.core.keras import compat
+    finally:
+        if previous is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = previous
+    if compat.keras is not tf_keras:
+        raise RuntimeError(_MESSAGE.format(value=previous) + f" (tf.keras here is "
+                           f"{version() if callable(version) else 'unknown'}, and TF-MOT took it)")
     return module
