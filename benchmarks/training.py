@@ -108,8 +108,8 @@ def part_ratios(args):
                 loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
                     tf.cast(yb, tf.int32), plain(xa, training=False)))
             grad = tape.gradient(loss, xa)
-            xa = tf.clip_by_value(xb + tf.clip_by_value(xa + 2.5 * EPS / 7 * tf.sign(grad) - xb, -EPS, EPS),
-                                  0.0, 1.0)
+            step = attacks.default_step_size(EPS, 7)
+            xa = tf.clip_by_value(xb + tf.clip_by_value(xa + step * tf.sign(grad) - xb, -EPS, EPS), 0.0, 1.0)
         with tf.GradientTape() as tape:
             loss = ce(yb, plain(tf.stop_gradient(xa), training=True))
         weights = plain.trainable_variables

@@ -58,6 +58,27 @@ def fashion_test():
     return load_dataset("fashion_mnist", "test", download=False)
 
 
+@pytest.fixture(scope="session")
+def train_tiny_mlp():
+    """Factory: ``train(x, y, seed=...)`` -> the tiny MLP of the attack / evaluation tests, trained.
+
+    Flatten -> Dense(32, ReLU) -> Dense(4) logits on 8x8x1 images, Adam(0.01), 30 epochs of batch
+    32, seeded with ``keras.utils.set_random_seed(seed)`` first (module fixtures pass ``base_seed``).
+    """
+    from tfrobust._keras import keras
+
+    def train(x, y, *, seed):
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(32, activation="relu"), keras.layers.Dense(4)])
+        model.compile(optimizer=keras.optimizers.Adam(0.01),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+        return model
+
+    return train
+
+
 @pytest.fixture
 def rng(base_seed):
     return np.random.default_rng(base_seed)

@@ -47,18 +47,12 @@ def linear_problem():
 
 
 @pytest.fixture(scope="module")
-def mlp_problem(base_seed):
+def mlp_problem(base_seed, train_tiny_mlp):
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 1, size=(96, 8, 8, 1)).astype(np.float32)
     y = (x[:, :4].mean((1, 2, 3)) > x[:, 4:].mean((1, 2, 3))).astype(np.int64) + 2 * (x[..., :4, :].mean(
         (1, 2, 3)) > 0.5).astype(np.int64)
-    keras.utils.set_random_seed(base_seed)  # module fixture: runs before the per-test seed
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(4)])
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
-    return model, x, y
+    return train_tiny_mlp(x, y, seed=base_seed), x, y
 
 
 def _acc(model, x, y):

@@ -3,22 +3,15 @@ import pytest
 import tensorflow as tf
 
 from tfrobust import attacks
-from tfrobust._keras import keras
 from tfrobust.attacks._square import _eta, _side
 
 
 @pytest.fixture(scope="module")
-def mlp_problem():
+def mlp_problem(base_seed, train_tiny_mlp):
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 1, size=(48, 8, 8, 1)).astype(np.float32)
     y = np.argmax(x.reshape(48, 4, 16).mean(2), 1)
-    tf.random.set_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(4)])
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
-    return model, x, y
+    return train_tiny_mlp(x, y, seed=base_seed), x, y
 
 
 def _acc(model_fn, x, y):

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from tfrobust.layers import KWinnersTakeAll, WTADropout
 from tfrobust.layers._common import bisection_threshold
+from tfrobust.layers._kwta import kwta_mask
 from tfrobust.testing import layer_test
 
 
@@ -32,6 +33,15 @@ def test_kwta_matches_numpy_and_keeps_exactly_k(rng, k, count):
     out = KWinnersTakeAll(k=k)(x).numpy()
     np.testing.assert_array_equal(out, kwta_reference(x, count))
     assert (np.count_nonzero(out.reshape(3, -1), axis=1) == count).all()
+
+
+@pytest.mark.parametrize("implementation", ["topk", "threshold"])
+def test_kwta_mask_keeps_the_k_largest_of_every_row(rng, implementation):
+    scores = rng.normal(size=(5, 12)).astype(np.float32)  # continuous: no ties
+    want = np.zeros_like(scores)
+    np.put_along_axis(want, np.argsort(-scores, axis=1)[:, :4], 1.0, axis=1)
+    got = kwta_mask(tf.constant(scores), 4, implementation=implementation, bisection_steps=40).numpy()
+    np.testing.assert_array_equal(got, want)
 
 
 def test_kwta_ties_are_broken_towards_the_lower_index():

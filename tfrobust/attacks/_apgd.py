@@ -166,6 +166,27 @@ def _apgd_t_impl(model_fn, x, y, eps, steps, clip_min, clip_max, seed, *, norm, 
     return best[0]
 
 
+def _check_common(model_fn, eps, steps, norm, restarts, seed, clip_min, clip_max):
+    """The argument checks APGD and APGD-T share (each validates its own extras after these)."""
+    return (C.check_model_fn(model_fn), V.number("eps", eps, minimum=0.0, allow_tensor=True),
+            V.integer("steps", steps, minimum=1), V.choice("norm", norm, C.NORMS),
+            V.integer("restarts", restarts, minimum=1), V.seed(seed),
+            *V.clip_range(clip_min, clip_max, allow_tensor=True))
+
+
+def _launch(model_fn, name, impl, x, xw, yw, dtype, eps, steps, norm, restarts, seed, clip_min, clip_max,
+            **static):
+    """Run ``impl`` as one compiled graph (:func:`tfrobust.attacks._common.run`) and finalize."""
+    static = dict(norm=norm, restarts=restarts, has_y=yw is not None, seed_given=seed is not None,
+                  n_steps=steps, **static)
+    if yw is None:
+        yw = tf.zeros([0], tf.int32)
+    args = (xw, yw, tf.cast(eps, tf.float32), tf.constant(steps, tf.int32), tf.cast(clip_min, tf.float32),
+            tf.cast(clip_max, tf.float32), tf.constant(seed or 0, tf.int64))
+    x_adv = C.run(model_fn, name, impl, static, args)
+    return C.finalize(tf.convert_to_tensor(x), x_adv, eps, norm, clip_min, clip_max, dtype)
+
+
 def apgd(model_fn, x, y=None, *, eps, steps=100, norm="linf", loss="ce", restarts=1, targeted=False,
          clip_min=0.0, clip_max=1.0, seed=None):
     """Auto-PGD (Croce & Hein 2020): PGD with momentum and an automatic step-size schedule.
@@ -212,25 +233,14 @@ def apgd(model_fn, x, y=None, *, eps, steps=100, norm="linf", loss="ce", restart
       Croce & Hein, Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse
       Parameter-free Attacks, ICML 2020, https://arxiv.org/abs/2003.01690
     """
-    model_fn = C.check_model_fn(model_fn)
-    eps = V.number("eps", eps, minimum=0.0, allow_tensor=True)
-    steps = V.integer("steps", steps, minimum=1)
-    norm = V.choice("norm", norm, C.NORMS)
+    model_fn, eps, steps, norm, restarts, seed, clip_min, clip_max = _check_common(
+        model_fn, eps, steps, norm, restarts, seed, clip_min, clip_max)
     loss = V.choice("loss", loss, C.LOSSES)
-    restarts = V.integer("restarts", restarts, minimum=1)
     targeted = V.boolean("targeted", targeted)
-    seed = V.seed(seed)
-    clip_min, clip_max = V.clip_range(clip_min, clip_max, allow_tensor=True)
     xw, yw, dtype = C.prepare_inputs(x, y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
                                      model_fn=model_fn)
-    static = dict(norm=norm, loss=loss, targeted=targeted, restarts=restarts, has_y=yw is not None,
-                  seed_given=seed is not None, n_steps=steps)
-    if yw is None:
-        yw = tf.zeros([0], tf.int32)
-    args = (xw, yw, tf.cast(eps, tf.float32), tf.constant(steps, tf.int32), tf.cast(clip_min, tf.float32),
-            tf.cast(clip_max, tf.float32), tf.constant(seed or 0, tf.int64))
-    x_adv = C.run(model_fn, "apgd", _apgd_impl, static, args)
-    return C.finalize(tf.convert_to_tensor(x), x_adv, eps, norm, clip_min, clip_max, dtype)
+    return _launch(model_fn, "apgd", _apgd_impl, x, xw, yw, dtype, eps, steps, norm, restarts, seed,
+                   clip_min, clip_max, loss=loss, targeted=targeted)
 
 
 def apgd_targeted(model_fn, x, y=None, *, eps, steps=100, norm="linf", targets=9, restarts=1,
@@ -280,14 +290,9 @@ def apgd_targeted(model_fn, x, y=None, *, eps, steps=100, norm="linf", targets=9
       Croce & Hein, Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse
       Parameter-free Attacks, ICML 2020, https://arxiv.org/abs/2003.01690
     """
-    model_fn = C.check_model_fn(model_fn)
-    eps = V.number("eps", eps, minimum=0.0, allow_tensor=True)
-    steps = V.integer("steps", steps, minimum=1)
-    norm = V.choice("norm", norm, C.NORMS)
+    model_fn, eps, steps, norm, restarts, seed, clip_min, clip_max = _check_common(
+        model_fn, eps, steps, norm, restarts, seed, clip_min, clip_max)
     targets = V.integer("targets", targets, minimum=1)
-    restarts = V.integer("restarts", restarts, minimum=1)
-    seed = V.seed(seed)
-    clip_min, clip_max = V.clip_range(clip_min, clip_max, allow_tensor=True)
     xw, yw, dtype = C.prepare_inputs(x, y, targeted=False, clip_min=clip_min, clip_max=clip_max,
                                      model_fn=model_fn)
     if tf.executing_eagerly():
@@ -296,11 +301,5 @@ def apgd_targeted(model_fn, x, y=None, *, eps, steps=100, norm="linf", targets=9
             raise ValueError(f"apgd_targeted's targeted DLR loss needs at least 4 classes. Received: "
                              f"a model with {k} logits")
         V.integer("targets", targets, maximum=k - 1)
-    static = dict(norm=norm, targets=targets, restarts=restarts, has_y=yw is not None,
-                  seed_given=seed is not None, n_steps=steps)
-    if yw is None:
-        yw = tf.zeros([0], tf.int32)
-    args = (xw, yw, tf.cast(eps, tf.float32), tf.constant(steps, tf.int32), tf.cast(clip_min, tf.float32),
-            tf.cast(clip_max, tf.float32), tf.constant(seed or 0, tf.int64))
-    x_adv = C.run(model_fn, "apgd_t", _apgd_t_impl, static, args)
-    return C.finalize(tf.convert_to_tensor(x), x_adv, eps, norm, clip_min, clip_max, dtype)
+    return _launch(model_fn, "apgd_t", _apgd_t_impl, x, xw, yw, dtype, eps, steps, norm, restarts, seed,
+                   clip_min, clip_max, targets=targets)

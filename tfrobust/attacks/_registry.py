@@ -30,6 +30,10 @@ class Attack:
     they belong to the data and to the evaluation, not to the attack. ``get_config()`` returns
     ``{"name": ..., **fields}`` and ``get(config)`` rebuilds an equal attack.
 
+    A subclass names the attack ``function`` it configures; the inherited ``__call__`` passes every
+    field to it as a keyword argument, with the call's ``clip_min``, ``clip_max`` and (for a
+    ``seeded`` attack) ``seed``. An attack that is not one function call writes its own ``__call__``.
+
     Example: a new attack is a dataclass with a ``name`` and a ``__call__``; add it to ``_TABLE``::
 
         @dataclasses.dataclass(frozen=True)
@@ -47,6 +51,12 @@ class Attack:
     #: True for attacks that never read a gradient (evaluation: a sign of gradient masking when
     #: they break points the gradient attacks left robust).
     gradient_free: ClassVar[bool] = False
+    #: The attack function the fields configure (a ``staticmethod``), called by ``__call__``.
+    function: ClassVar = None
+    #: False for deterministic functions without a ``seed`` argument (FGSM).
+    seeded: ClassVar[bool] = True
+    #: The seed passed when the call gives none.
+    default_seed: ClassVar = None
 
     def __post_init__(self):
         V.number("eps", self.eps, minimum=0.0)
@@ -57,7 +67,12 @@ class Attack:
         """Checks of the subclass' own fields (validated once, at construction)."""
 
     def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
-        raise NotImplementedError
+        if self.function is None:
+            raise NotImplementedError(f"{type(self).__name__} names no attack `function` and has no __call__")
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.seeded:
+            settings["seed"] = self.default_seed if seed is None else seed
+        return self.function(model_fn, x, y, clip_min=clip_min, clip_max=clip_max, **settings)
 
     def get_config(self) -> dict:
         return {"name": self.name, **dataclasses.asdict(self)}
@@ -75,6 +90,8 @@ class FGSM(Attack):
     """:func:`~tfrobust.attacks.fgsm`: one step of size ``eps``."""
 
     name: ClassVar[str] = "fgsm"
+    function: ClassVar = staticmethod(fgsm)
+    seeded: ClassVar[bool] = False
     eps: float
     norm: str = "linf"
     loss: str = "ce"
@@ -82,16 +99,13 @@ class FGSM(Attack):
     def _check_params(self):
         V.choice("loss", self.loss, C.LOSSES)
 
-    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
-        return fgsm(model_fn, x, y, eps=self.eps, norm=self.norm, loss=self.loss, clip_min=clip_min,
-                    clip_max=clip_max)
-
 
 @dataclasses.dataclass(frozen=True)
 class PGD(Attack):
     """:func:`~tfrobust.attacks.pgd`; ``step_size=None`` means ``2.5 * eps / steps`` (Madry et al.)."""
 
     name: ClassVar[str] = "pgd"
+    function: ClassVar = staticmethod(pgd)
     eps: float
     norm: str = "linf"
     steps: int = 20
@@ -112,17 +126,13 @@ class PGD(Attack):
     def effective_step_size(self) -> float:
         return default_step_size(self.eps, self.steps) if self.step_size is None else self.step_size
 
-    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
-        return pgd(model_fn, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps, norm=self.norm,
-                   restarts=self.restarts, random_start=self.random_start, loss=self.loss,
-                   clip_min=clip_min, clip_max=clip_max, seed=seed)
-
 
 @dataclasses.dataclass(frozen=True)
 class APGD(Attack):
     """:func:`~tfrobust.attacks.apgd`: ``"apgd-ce"`` / ``"apgd-dlr"`` (AutoAttack: 100 steps)."""
 
     name: ClassVar[str] = "apgd"
+    function: ClassVar = staticmethod(apgd)
     eps: float
     norm: str = "linf"
     loss: str = "ce"
@@ -137,16 +147,13 @@ class APGD(Attack):
     def get_config(self) -> dict:
         return {**super().get_config(), "name": f"apgd-{self.loss}"}
 
-    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
-        return apgd(model_fn, x, y, eps=self.eps, steps=self.steps, norm=self.norm, loss=self.loss,
-                    restarts=self.restarts, clip_min=clip_min, clip_max=clip_max, seed=seed)
-
 
 @dataclasses.dataclass(frozen=True)
 class APGDT(Attack):
     """:func:`~tfrobust.attacks.apgd_targeted` (APGD-T; AutoAttack: 9 targets, 100 steps)."""
 
     name: ClassVar[str] = "apgd-t"
+    function: ClassVar = staticmethod(apgd_targeted)
     eps: float
     norm: str = "linf"
     steps: int = 100
@@ -158,17 +165,13 @@ class APGDT(Attack):
         V.integer("targets", self.targets, minimum=1)
         V.integer("restarts", self.restarts, minimum=1)
 
-    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
-        return apgd_targeted(model_fn, x, y, eps=self.eps, steps=self.steps, norm=self.norm,
-                             targets=self.targets, restarts=self.restarts, clip_min=clip_min,
-                             clip_max=clip_max, seed=seed)
-
 
 @dataclasses.dataclass(frozen=True)
 class FABT(Attack):
     """:func:`~tfrobust.attacks.fab_targeted` (FAB-T; AutoAttack: 9 targets, 100 steps, no restarts)."""
 
     name: ClassVar[str] = "fab-t"
+    function: ClassVar = staticmethod(fab_targeted)
     eps: float
     norm: str = "linf"
     steps: int = 100
@@ -178,16 +181,13 @@ class FABT(Attack):
         V.integer("steps", self.steps, minimum=1)
         V.integer("targets", self.targets, minimum=1)
 
-    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
-        return fab_targeted(model_fn, x, y, eps=self.eps, steps=self.steps, norm=self.norm,
-                            targets=self.targets, clip_min=clip_min, clip_max=clip_max, seed=seed)
-
 
 @dataclasses.dataclass(frozen=True)
 class Square(Attack):
     """:func:`~tfrobust.attacks.square`: score-based, no gradients (AutoAttack: 5000 queries, p_init 0.8)."""
 
     name: ClassVar[str] = "square"
+    function: ClassVar = staticmethod(square)
     gradient_free: ClassVar[bool] = True
     eps: float
     norm: str = "linf"
@@ -198,16 +198,14 @@ class Square(Attack):
         V.integer("queries", self.queries, minimum=0)
         V.fraction("p_init", self.p_init, open_min=True)
 
-    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
-        return square(model_fn, x, y, eps=self.eps, norm=self.norm, queries=self.queries, p_init=self.p_init,
-                      clip_min=clip_min, clip_max=clip_max, seed=seed)
-
 
 @dataclasses.dataclass(frozen=True)
 class RandomSearch(Attack):
     """:func:`~tfrobust.attacks.random_search`: random corners of the ball (a cheap masking check)."""
 
     name: ClassVar[str] = "random-search"
+    function: ClassVar = staticmethod(random_search)
+    default_seed: ClassVar = 0
     gradient_free: ClassVar[bool] = True
     eps: float
     norm: str = "linf"
@@ -215,10 +213,6 @@ class RandomSearch(Attack):
 
     def _check_params(self):
         V.integer("samples", self.samples, minimum=0)
-
-    def __call__(self, model_fn, x, y=None, *, clip_min=0.0, clip_max=1.0, seed=None):
-        return random_search(model_fn, x, y, eps=self.eps, norm=self.norm, samples=self.samples,
-                             clip_min=clip_min, clip_max=clip_max, seed=0 if seed is None else seed)
 
 
 # name -> (class, fixed settings). "apgd-ce" / "apgd-dlr" are APGD with the loss fixed.

@@ -324,6 +324,17 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
     if source_report is not None:
         source_robust = source_report.robust_accuracy
     all_idx = np.arange(len(x_np))
+
+    def stage_points():
+        """The points a stage attacks (the still-robust ones in a cascade, else every clean one),
+        its per-point success flags, its best candidates so far, and its start time."""
+        idx = np.flatnonzero(robust) if cascade else np.flatnonzero(clean)
+        return idx, np.zeros(len(idx), bool), x_np[idx].copy(), time.perf_counter()
+
+    def alone_accuracy(idx, hit):
+        """Robust accuracy under this stage alone (None in a cascade, where it is not measured)."""
+        return None if cascade else float(np.mean(clean & ~np.isin(all_idx, idx[hit])))
+
     broken, cand = confirm(all_idx, transfer_examples)
     transfer_only = float(np.mean(clean & ~broken))
     record("transfer", {"source_preset": "standard", "source_robust_accuracy": source_robust}, all_idx,
@@ -349,10 +360,7 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
         cfg = dict(steps=steps, norm=norm, backward="source gradient (BPDA)", **kw)
         if name == "apgd-t":
             cfg["targets"] = n_targets
-        idx = np.flatnonzero(robust) if cascade else np.flatnonzero(clean)
-        t0 = time.perf_counter()
-        hit = np.zeros(len(idx), bool)
-        best = x_np[idx].copy()
+        idx, hit, best, t0 = stage_points()
         for start in range(0, len(idx), batch_size):
             b = idx[start:start + batch_size]
             tgt = _target_classes(logits0[b], y_np[b], n_targets) if name == "apgd-t" else None
@@ -372,16 +380,13 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
                 pos = start + np.flatnonzero(todo)
                 best[pos] = np.where(ok.reshape(-1, *([1] * (c.ndim - 1))), c, best[pos])
                 hit[pos] |= ok
-        alone = None if cascade else float(np.mean(clean & ~np.isin(all_idx, idx[hit])))
+        alone = alone_accuracy(idx, hit)
         record(name, cfg, idx, hit, best, time.perf_counter() - t0, alone)
 
     # 3. Square on the deployed model alone
     if square_queries and eps > 0:
         cfg = dict(queries=square_queries, p_init=0.8, norm=norm, loss="margin")
-        idx = np.flatnonzero(robust) if cascade else np.flatnonzero(clean)
-        t0 = time.perf_counter()
-        hit = np.zeros(len(idx), bool)
-        best = x_np[idx].copy()
+        idx, hit, best, t0 = stage_points()
         for start in range(0, len(idx), batch_size):
             b = idx[start:start + batch_size]
             xa = attacks.square(deployed, x_np[b], y_np[b], eps=eps, norm=norm, queries=square_queries,
@@ -389,7 +394,7 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
             ok, c = confirm(b, xa)
             hit[start:start + len(b)] = ok
             best[start:start + len(b)] = c
-        alone = None if cascade else float(np.mean(clean & ~np.isin(all_idx, idx[hit])))
+        alone = alone_accuracy(idx, hit)
         gradient_robust = int(len(idx)) if cascade else None
         record("square", cfg, idx, hit, best, time.perf_counter() - t0, alone)
         if cascade and per_attack["square"]["broken"]:

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tfrobust import _validate as V
 from tfrobust import attacks
+from tfrobust.evaluation._accuracy import predict_labels
 
 
 def attack_dataset(attack, model, x, y, *, batch_size: int = 256) -> np.ndarray:
@@ -26,11 +27,10 @@ def attack_dataset(attack, model, x, y, *, batch_size: int = 256) -> np.ndarray:
 
 
 def _predict(model, x, batch_size=512):
-    preds = []
-    for i in range(0, len(x), batch_size):
-        logits = model(tf.convert_to_tensor(x[i:i + batch_size]), training=False)
-        preds.append(np.argmax(logits.numpy(), axis=1))
-    return np.concatenate(preds) if preds else np.zeros([0], np.int64)
+    """Predicted classes through the one batched-prediction helper (:func:`predict_labels`)."""
+    if len(x) == 0:
+        return np.zeros([0], np.int64)
+    return predict_labels(model, x, batch_size=batch_size)
 
 
 def accuracy_under(attack, model, x, y, *, batch_size: int = 256) -> float:

@@ -17,6 +17,20 @@ from tfrobust.layers._common import (
 )
 
 
+def kwta_mask(scores, k: int, *, implementation: str = "topk", bisection_steps: int = 24):
+    """The k-WTA mask: 1 at the ``k`` largest entries of every row of ``scores`` [N, D], else 0.
+
+    ``m_i = [s_i >= s_(k)]`` with ``s_(k)`` the row's k-th largest value: exact with
+    ``implementation="topk"``; with ``"threshold"`` ``s_(k)`` is found by ``bisection_steps`` steps
+    of bisection (TFLite Micro friendly; ties at the threshold may keep more than k). The mask has
+    ``scores``' dtype; both k-WTA layers multiply by it under ``stop_gradient``.
+    """
+    if implementation == "topk":
+        return topk_mask(scores, k)
+    thr = bisection_threshold(scores, k, bisection_steps)
+    return tf.cast(scores >= thr, scores.dtype)
+
+
 @keras.utils.register_keras_serializable(package="tfrobust")
 class KWinnersTakeAll(keras.layers.Layer):
     r"""k-Winners-Take-All activation: keep the k largest activations of each example, zero the rest.
@@ -67,11 +81,8 @@ class KWinnersTakeAll(keras.layers.Layer):
     def call(self, inputs):
         shape = tf.shape(inputs)
         flat = tf.reshape(inputs, [shape[0], self._n])
-        if self.implementation == "topk":
-            mask = topk_mask(flat, self._k)
-        else:
-            thr = bisection_threshold(flat, self._k, self.bisection_steps)
-            mask = tf.cast(flat >= thr, flat.dtype)
+        mask = kwta_mask(flat, self._k, implementation=self.implementation,
+                         bisection_steps=self.bisection_steps)
         out = tf.reshape(flat * tf.stop_gradient(mask), shape)
         return bpda(out, lambda: self.bpda_approximation(inputs))
 
@@ -138,10 +149,8 @@ class WTADropout(keras.layers.Layer):
         super().build(input_shape)
 
     def _mask(self, scores):
-        if self.implementation == "topk":
-            return topk_mask(scores, self._k)
-        thr = bisection_threshold(scores, self._k, self.bisection_steps)
-        return tf.cast(scores >= thr, scores.dtype)
+        return kwta_mask(scores, self._k, implementation=self.implementation,
+                         bisection_steps=self.bisection_steps)
 
     def call(self, inputs):
         shape = tf.shape(inputs)

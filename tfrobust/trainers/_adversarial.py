@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfrobust import _validate as V
+from tfrobust import attacks
 from tfrobust._keras import keras
 from tfrobust.losses import kl_divergence
 from tfrobust.trainers._base import Trainer, average_loss, hard_labels
@@ -143,7 +144,7 @@ class AdversarialTrainer(Trainer):
             return 1.25 * self.eps
         if self.method == "trades":
             return 0.01
-        return 2.5 * self.eps / self.steps
+        return attacks.default_step_size(self.eps, self.steps)
 
     def current_eps(self, iterations=None):
         """The training radius at optimizer step ``iterations`` (default: the current step)."""
@@ -163,8 +164,6 @@ class AdversarialTrainer(Trainer):
 
     # ------------------------------------------------------------------ attacks
     def _attack(self, x, y):
-        from tfrobust import attacks
-
         eps = self.current_eps()
         scale = eps / self.eps if self.eps > 0 else tf.constant(0.0)
         step = self.default_step_size() * scale
@@ -239,15 +238,14 @@ class AdversarialTrainer(Trainer):
         loss = self.task_loss(y, logits, sample_weight)
         if self.eval_attack is None:
             return loss, {}
-        from tfrobust import attacks
-
         yh = hard_labels(y)
         if self.eval_attack == "fgsm":
             x_adv = attacks.fgsm(self.logits_fn, x, yh, eps=self.eps, clip_min=self.clip_min,
                                  clip_max=self.clip_max)
         else:
             x_adv = attacks.pgd(self.logits_fn, x, yh, eps=self.eps,
-                                step_size=2.5 * self.eps / self.eval_steps, steps=self.eval_steps,
+                                step_size=attacks.default_step_size(self.eps, self.eval_steps),
+                                steps=self.eval_steps,
                                 clip_min=self.clip_min, clip_max=self.clip_max)
         return loss, {"adv_logits": self.model(x_adv, training=False)}
 
