@@ -25,6 +25,8 @@ import tensorflow as tf
 from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.attacks._lbfgs import _as_output, _check_images
+from tfrobust.attacks._pgd import fgsm, pgd
+from tfrobust.models import small_cnn
 
 __all__ = ["SubstituteResult", "substitute_attack"]
 
@@ -136,8 +138,6 @@ class _SubstituteOps:
 
 def _build_substitute(substitute, input_shape, num_classes, learning_rate):
     if substitute is None:
-        from tfrobust.models import small_cnn
-
         model = small_cnn(input_shape, num_classes, name="substitute")
     elif isinstance(substitute, keras.Model):
         model = substitute
@@ -158,8 +158,6 @@ def _transfer(attack, model, x, y, eps, attack_kwargs, clip_min, clip_max):
     kwargs = dict(attack_kwargs or {})
     if callable(attack):
         return attack(model, x, y, **kwargs)
-    from tfrobust.attacks import fgsm, pgd
-
     if attack == "fgsm":
         return fgsm(model, x, y, eps=eps, clip_min=clip_min, clip_max=clip_max, **kwargs)
     return pgd(model, x, y, eps=eps, clip_min=clip_min, clip_max=clip_max, **kwargs)

@@ -35,6 +35,7 @@ from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._huffman import huffman_decode, huffman_encode
 from tfrobust.compression._masks import MaskCallback, kernel_layers, magnitude_masks
+from tfrobust.data import as_tf_dataset
 
 __all__ = [
     "Codebook",
@@ -374,8 +375,6 @@ def deep_compress(model, x, y, *, sparsity=0.9, cluster_bits=None, gap_bits=None
     for name, value in (("prune_epochs", prune_epochs), ("finetune_epochs", finetune_epochs),
                         ("batch_size", batch_size)):
         V.integer(name, value, minimum=1 if name == "batch_size" else 0)
-    from tfrobust.data import as_tf_dataset
-
     cluster_bits = {"conv": 8, "dense": 5} if cluster_bits is None else cluster_bits
     gap_bits = {"conv": 8, "dense": 5} if gap_bits is None else gap_bits
     for layer in kernel_layers(model):  # validate before any training

@@ -8,24 +8,17 @@ comes from ``tfrobust.evaluation.robust_accuracy`` (preset ``"fast"``) by defaul
 
 from __future__ import annotations
 
-import importlib
-import warnings
-
 import numpy as np
+
+from tfrobust import evaluation
 
 __all__ = ["compare_before_after", "evaluate_model"]
 
 
 def _default_robust_eval(eps, norm, batch_size):
-    try:
-        evaluation = importlib.import_module("tfrobust.evaluation")
-        robust_accuracy = evaluation.robust_accuracy
-    except (ImportError, AttributeError):
-        return None
-
     def fn(model, x, y):
-        return robust_accuracy(model, x, y, eps=eps, norm=norm, preset="fast", batch_size=batch_size,
-                               model=model)
+        return evaluation.robust_accuracy(model, x, y, eps=eps, norm=norm, preset="fast",
+                                          batch_size=batch_size, model=model)
 
     return fn
 
@@ -53,21 +46,14 @@ def evaluate_model(model, x, y, *, eps: float = 0.1, norm: str = "linf", robust_
         raise TypeError(f"`robust_eval_fn` must be callable. Received: robust_eval_fn={robust_eval_fn!r}")
     x = np.asarray(x, np.float32)
     y = np.asarray(y)
-    preds = []
-    for start in range(0, len(x), batch_size):
-        preds.append(np.argmax(np.asarray(model(x[start:start + batch_size])), axis=1))
-    acc = float(np.mean(np.concatenate(preds) == y)) if len(x) else float("nan")
+    acc = float("nan")
+    if len(x):
+        acc = float(np.mean(evaluation.predict_labels(model, x, batch_size=batch_size) == y))
     out = {"accuracy": acc, "robust_accuracy": None, "robust_config": None, "warnings": []}
     if not robust:
         out["robust_config"] = {"skipped": True}
         return out
     fn = robust_eval_fn or _default_robust_eval(eps, norm, batch_size)
-    if fn is None:
-        msg = ("robust accuracy not measured: tfrobust.evaluation.robust_accuracy is not available; "
-               "pass robust_eval_fn=")
-        out["warnings"].append(msg)
-        warnings.warn(msg, UserWarning, stacklevel=2)
-        return out
     res = fn(model, x, y)
     if hasattr(res, "robust_accuracy"):
         out["robust_accuracy"] = float(res.robust_accuracy)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 
 from tfrobust._keras import keras
+from tfrobust.compression._pruning import _check_functional
 
 __all__ = ["replace_layers"]
 
@@ -40,8 +41,6 @@ def replace_layers(model, fn, *, custom_objects=None):
       carry their weights over, and so does any new layer that reuses an old layer's name with
       weights of the same shapes.
     """
-    from tfrobust.compression._pruning import _check_functional
-
     _check_functional(model)
     config = copy.deepcopy(model.get_config())
     replaced = {}

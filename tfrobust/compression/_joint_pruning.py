@@ -32,6 +32,7 @@ from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._graph import replace_layers
 from tfrobust.compression._masks import MaskCallback, kernel_layers, magnitude_masks
+from tfrobust.data import as_tf_dataset
 
 __all__ = ["ActivationThreshold", "JointPruningResult", "LayerMACs", "MACReport", "count_macs",
            "insert_activation_thresholds", "joint_prune"]
@@ -277,8 +278,6 @@ def joint_prune(model, x, y, *, weight_sparsity=0.7, activation_sparsity=0.5, st
     for name, v in (("stages", stages), ("epochs_per_stage", epochs_per_stage), ("batch_size", batch_size),
                     ("calibration_size", calibration_size)):
         V.integer(name, v, minimum=1)
-    from tfrobust.data import as_tf_dataset
-
     jp_model, thresholds = insert_activation_thresholds(model)
     names = [layer.name for layer in kernel_layers(jp_model)]
     w_targets = _per_layer(weight_sparsity, names, "weight_sparsity")

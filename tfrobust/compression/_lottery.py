@@ -28,6 +28,8 @@ import numpy as np
 from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._masks import MaskCallback, kernel_layers, magnitude_masks, mask_sparsity
+from tfrobust.data import as_tf_dataset
+from tfrobust.utils import set_seed
 
 __all__ = ["LotteryResult", "lottery_ticket"]
 
@@ -55,8 +57,6 @@ class LotteryResult:
 
 
 def _fresh(model, seed):
-    from tfrobust.utils import set_seed
-
     set_seed(seed)
     clone = keras.models.clone_model(model)  # new layers -> newly drawn initial weights
     return clone
@@ -99,8 +99,6 @@ def lottery_ticket(model, x, y, x_test, y_test, *, rounds: int = 3, prune_rate: 
     V.integer("rewind_steps", rewind_steps, minimum=0)
     if not isinstance(prune_rate, (int, float)) or not 0.0 < prune_rate < 1.0:
         raise ValueError(f"`prune_rate` must be in (0, 1). Received: prune_rate={prune_rate!r}")
-    from tfrobust.data import as_tf_dataset
-
     ds = as_tf_dataset(x, y, batch_size=batch_size, shuffle=True, seed=seed)
     work = _fresh(model, seed)
     work.set_weights(model.get_weights())

@@ -36,8 +36,10 @@ import numpy as np
 
 from tfrobust import _validate
 from tfrobust._keras import keras, tf_keras_for_tfmot
+from tfrobust.compression._joint_pruning import ActivationThreshold
 from tfrobust.compression._pruning import _check_functional, wrapped_layers
 from tfrobust.compression._tfmot import tfmot
+from tfrobust.layers import KWinnersTakeAll, WTADropout
 
 __all__ = [
     "PRESERVE",
@@ -128,15 +130,7 @@ def output_quantize_config_class():
 
 def _register_tfrobust_layers():
     """Default configs for tfrobust's weightless activation layers (user registrations win)."""
-    from tfrobust.compression._joint_pruning import ActivationThreshold
-
-    targets = [ActivationThreshold]
-    try:
-        from tfrobust.layers import KWinnersTakeAll, WTADropout
-
-        targets += [KWinnersTakeAll, WTADropout]
-    except ImportError:  # layers not available in this build
-        pass
+    targets = [ActivationThreshold, KWinnersTakeAll, WTADropout]
     for cls in targets:
         _QUANTIZE_CONFIGS.setdefault(cls, output_quantize_config_class())
 

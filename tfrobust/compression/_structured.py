@@ -457,7 +457,8 @@ def _activation_stats(model, points, x, *, y=None, eps=None, steps=10, batch_siz
         xb = tf.constant(x[start:start + batch_size])
         if eps is not None:
             yb = None if y is None else tf.constant(np.asarray(y[start:start + batch_size]).astype(np.int32))
-            xb = attacks.pgd(model, xb, yb, eps=eps, step_size=2.5 * eps / steps, steps=steps)
+            xb = attacks.pgd(model, xb, yb, eps=eps, step_size=attacks.default_step_size(eps, steps),
+                             steps=steps)
         outs = forward(xb)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for p, a in zip(points, outs):

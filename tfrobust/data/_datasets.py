@@ -127,6 +127,8 @@ def _validate(info: DatasetInfo, split: str, images: np.ndarray, labels: np.ndar
 
 def _download(info: DatasetInfo, split: str):
     """Let Keras download into its cache; returns (images, labels) or raises with the reason."""
+    # Deferred: loading the offline IDX files must not import TensorFlow / Keras (seconds); only a
+    # download needs them.
     from tfrobust._keras import keras
 
     loader = getattr(keras.datasets, info.name)

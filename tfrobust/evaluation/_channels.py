@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from tfrobust import _validate as V
 from tfrobust._keras import keras
+from tfrobust.attacks import pgd
 
 __all__ = ["ChannelStats", "channel_statistics", "compare_channel_statistics", "plot_channel_statistics"]
 
@@ -228,8 +229,6 @@ def compare_channel_statistics(model, x, y, *, eps: float, x_adv=None, steps: in
       ``{"natural": {layer: ChannelStats}, "adversarial": {...}, "summary": {layer: {"natural": ...,
       "adversarial": ...}}, "attack": {...}}``.
     """
-    from tfrobust.attacks import pgd  # evaluation sits above attacks; a plain import would do too
-
     eps = V.number("eps", eps, minimum=0.0)
     x_np = V.images(x, model=model, clip_min=clip_min, clip_max=clip_max)
     if x_adv is None:

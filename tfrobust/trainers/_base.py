@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tfrobust._keras import check_tf_keras_model, flavour, for_keras3, keras
 from tfrobust.trainers._agc import adaptive_clip_gradients, check_agc_args
+from tfrobust.utils import atomic_save_model
 
 
 def is_keras3() -> bool:
@@ -327,8 +328,6 @@ class Trainer(keras.Model):
 
     def save_inner(self, path):
         """Atomically save the wrapped model to ``path`` (``.keras``, ``.h5`` or a SavedModel folder)."""
-        from tfrobust.utils import atomic_save_model
-
         return atomic_save_model(self.model, path)
 
     def get_config(self):

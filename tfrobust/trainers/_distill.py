@@ -7,7 +7,7 @@ import tensorflow as tf
 from tfrobust import _validate as V
 from tfrobust._keras import keras
 from tfrobust.losses import distillation_loss
-from tfrobust.trainers._base import Trainer, average_loss
+from tfrobust.trainers._base import Trainer, average_loss, num_replicas
 
 
 @keras.utils.register_keras_serializable(package="tfrobust")
@@ -78,8 +78,6 @@ class Distiller(Trainer):
 
     def update_extra_metrics(self, y, logs):
         if "distill" in logs:
-            from tfrobust.trainers._base import num_replicas
-
             self.distill_tracker.update_state(logs["distill"] * num_replicas())
 
     def _objective(self, y, logits, soft_mean, sample_weight):
@@ -104,8 +102,6 @@ class Distiller(Trainer):
 
     def _finish(self, total, y, logits, sample_weight, logs):
         if y is None:  # unlabelled distillation: only the losses can be reported
-            from tfrobust.trainers._base import num_replicas
-
             self.loss_tracker.update_state(total * num_replicas())
             self.update_extra_metrics(y, logs)
             return {m.name: m.result() for m in [self.loss_tracker, self.distill_tracker]}
