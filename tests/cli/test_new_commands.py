@@ -11,9 +11,6 @@ import sys
 
 import pytest
 
-from tfrobust import data, utils
-from tfrobust._keras import keras
-
 COMMANDS = ["lbfgs", "one-pixel", "substitute", "proactive", "feedback", "lottery"]
 
 
@@ -23,23 +20,6 @@ def run_cli(*args, timeout=120):
     launch = "import tfrobust_launch; tfrobust_launch.main()"
     return subprocess.run([sys.executable, "-c", launch, *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
-
-
-def tiny_dense():
-    return keras.Sequential([keras.layers.Input((28, 28, 1)), keras.layers.Flatten(),
-                             keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, base_seed):
-    """A 2-layer Dense net trained for one epoch on 200 Fashion-MNIST images."""
-    x, y = data.load_dataset("fashion_mnist", "train", limit=200, download=False)
-    utils.set_seed(base_seed)
-    model = tiny_dense()
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
-    return str(utils.atomic_save_model(model, tmp_path_factory.mktemp("m") / "model.keras"))
 
 
 def read(out, name):

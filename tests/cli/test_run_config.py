@@ -9,26 +9,7 @@ import math
 
 import pytest
 
-from tfrobust import data, utils
-from tfrobust._keras import keras
 from tfrobust.cli import attack, compress, convert, evaluate, export_c, train
-
-
-def _tiny_dense():
-    return keras.Sequential([keras.layers.Input((28, 28, 1)), keras.layers.Flatten(),
-                             keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, base_seed):
-    """A 2-layer Dense net trained for one epoch on 300 Fashion-MNIST images."""
-    x, y = data.load_dataset("fashion_mnist", "train", limit=300, download=False)
-    utils.set_seed(base_seed)
-    model = _tiny_dense()
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
-    return str(utils.atomic_save_model(model, tmp_path_factory.mktemp("m") / "model.keras"))
 
 
 def test_attack_run_returns_what_it_writes(tmp_path, saved_model):
