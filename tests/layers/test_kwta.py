@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrobust.layers import KWinnersTakeAll, WTADropout
+from tfrobust.layers import KWinnersTakeAll, WTADropout, kwta_mask
 from tfrobust.layers._common import bisection_threshold
-from tfrobust.layers._kwta import kwta_mask
 from tfrobust.testing import layer_test
 
 

@@ -47,7 +47,7 @@ from tfrobust.layers._channel import (
     ChannelImportanceFeatureSelection,
     label_conditioned_pair,
 )
-from tfrobust.layers._kwta import KWinnersTakeAll, WTADropout
+from tfrobust.layers._kwta import KWinnersTakeAll, WTADropout, kwta_mask
 from tfrobust.layers._stochastic import (
     NoisyWeights,
     PrunedWeights,
@@ -68,6 +68,7 @@ __all__ = [
     "StochasticActivationPruning",
     "WTADropout",
     "for_keras3",
+    "kwta_mask",
     "label_conditioned_pair",
     "stochastic_activation_pruning",
     "BinaryConv2D",
