@@ -58,7 +58,7 @@ from tfrobust.attacks._common import EOT, eot
 
 # The switch itself lives with the layers (dependencies flow layers -> attacks, and layers must
 # read it); it is re-exported here as part of the attack API.
-from tfrobust.layers._bpda import bpda, bpda_active, bpda_scope
+from tfrobust.layers import bpda, bpda_active, bpda_scope
 
 __all__ = ["EOT", "bpda", "bpda_active", "bpda_scope", "eot", "inspect_model"]
 

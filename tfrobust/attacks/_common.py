@@ -15,7 +15,7 @@ import weakref
 import tensorflow as tf
 
 from tfrobust import _validate as V
-from tfrobust.layers._bpda import bpda_active
+from tfrobust.layers import bpda_active
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "dlr", "margin")

@@ -85,9 +85,7 @@ def _run_deployed(config: Config) -> dict:
     with quantize_scope():  # a QAT source (.h5 from `tfrobust compress`) loads too
         _, source = evaluation.load_model_fn(config.source)
     if str(config.model).endswith(".c"):  # a bit-packed binary C program: gcc once, called via ctypes
-        from tfrobust.tflite_tools._bitpack_runner import BitpackRunner
-
-        deployed = BitpackRunner(config.model)
+        deployed = tflite_tools.BitpackRunner(config.model)
     else:
         deployed = tflite_tools.TFLiteModel(config.model)
     x, y = _common.load_split(config, "test", config.num_examples)

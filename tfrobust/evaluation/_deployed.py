@@ -20,8 +20,7 @@ from tfrobust import attacks
 from tfrobust._version import __version__
 from tfrobust.attacks import shared as C
 from tfrobust.evaluation._robust import RobustnessReport, robust_accuracy
-from tfrobust.tflite_tools._bitpack import BinaryCProgram
-from tfrobust.tflite_tools._bitpack_runner import BitpackRunner
+from tfrobust.tflite_tools import BinaryCProgram, BitpackRunner
 
 COMPONENTS = ("transfer", "apgd-ce", "apgd-dlr", "apgd-t", "square")
 

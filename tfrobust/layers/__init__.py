@@ -42,6 +42,7 @@ from tfrobust.layers._blocks_capsule import (
     squash,
 )
 from tfrobust.layers._blocks_stn import AffineGridSampler, affine_grid, bilinear_sample
+from tfrobust.layers._bpda import bpda, bpda_active, bpda_scope
 from tfrobust.layers._channel import (
     ChannelActivationSuppressing,
     ChannelImportanceFeatureSelection,
@@ -75,6 +76,9 @@ __all__ = [
     "BinaryDense",
     "WeightClip",
     "binarize_model",
+    "bpda",
+    "bpda_active",
+    "bpda_scope",
     "bwn_binarize",
     "hard_sigmoid",
     "ste_sign",

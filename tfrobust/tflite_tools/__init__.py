@@ -32,6 +32,7 @@ from tfrobust.tflite_tools._bitpack import (
     run_on_host,
     unpack_bits,
 )
+from tfrobust.tflite_tools._bitpack_runner import BitpackRunner
 from tfrobust.tflite_tools._budget import (
     DEFAULT_MAX_ARENA_BYTES,
     DEFAULT_MAX_WEIGHT_BYTES,
@@ -61,6 +62,7 @@ from tfrobust.tflite_tools._runtime import TFLiteModel
 
 __all__ = [
     "BinaryCProgram",
+    "BitpackRunner",
     "HostRun",
     "bake_binary_to_int8",
     "binary_weight_report",

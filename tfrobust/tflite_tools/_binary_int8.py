@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfrobust._keras import check_tf_keras_model, keras
-from tfrobust.layers._binary import BinaryConv2D, BinaryDense
+from tfrobust.layers import BinaryConv2D, BinaryDense
 
 __all__ = ["bake_binary_to_int8", "binary_weight_report", "unit_binary_weights"]
 

@@ -51,7 +51,7 @@ import numpy as np
 
 from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
-from tfrobust.layers._binary import BinaryConv2D, BinaryDense
+from tfrobust.layers import BinaryConv2D, BinaryDense
 from tfrobust.utils import atomic_write_text
 
 __all__ = ["BinaryCProgram", "HostRun", "export_binary_c", "generate_c", "pack_bits", "run_on_host",
