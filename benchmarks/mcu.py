@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -153,6 +154,10 @@ def _carried_binary(previous: dict):
     run = {**run, "carried_from": run.get("carried_from", previous.get("measured_utc"))}
     return {"weight_bytes": point["weight_bytes"], "arena_bytes": point["arena_bytes"],
             "width": float(m.group(1)), "run": run, "lut_parity": previous.get("binary_lut_parity")}, point
+
+
+def _shipped_sha(run: dict) -> str:
+    return hashlib.sha256((Path(run["out"]) / "model_int8_b1.tflite").read_bytes()).hexdigest()
 
 
 def _summary(run: dict) -> dict:
@@ -352,7 +357,10 @@ def _markdown(main: dict, binary: dict | None, frontier: dict | None, points: li
     if frontier is not None:
         extra += (f"\nThe pruned points: {frontier['command']} (started {frontier['started_utc']}, "
                   f"{frontier['wall_seconds']:.0f} s wall, {frontier['cpu_seconds']:.0f} CPU-s, "
-                  f"{_load(frontier)}).")
+                  f"{_load(frontier)})"
+                  + ("; that run's shipped file is byte-identical to this run's (sha256 "
+                     f"{frontier['shipped_sha256'][:12]}...: training is deterministic), so the pruned "
+                     "points are this model's." if frontier.get("shipped_sha256") else "."))
     if binary is not None:
         b = binary["run"]
         extra += (f"\nThe binary point is a separate run, `{b['command']}` (started {b['started_utc']}, "
@@ -415,6 +423,9 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/mcu")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
     parser.add_argument("--reuse", action="store_true", help="keep the parts recorded in <out>_runs.json")
+    parser.add_argument("--frontier-from", dest="frontier_from", default=None,
+                        help="take the frontier part from another <out>_runs.json whose main run shipped a "
+                             "byte-identical file (the frontier depends on the trained model only)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if not parts or set(parts) - set(PARTS):
@@ -427,6 +438,13 @@ def main(argv=None):
         atomic_write_json(runs_path, runs)
     if "main" not in runs:
         raise SystemExit(f"no main run recorded in {runs_path}: run --parts=main first")
+    if "frontier" in parts and "frontier" not in runs and args.frontier_from:
+        other = json.loads((ROOT / args.frontier_from).read_text())
+        if "frontier" not in other or _shipped_sha(other["main"]) != _shipped_sha(runs["main"]):
+            raise SystemExit(f"--frontier-from={args.frontier_from}: no frontier part, or its main run "
+                             "shipped another file than this one (the frontier would not be this model's)")
+        runs["frontier"] = {**other["frontier"], "shipped_sha256": _shipped_sha(runs["main"])}
+        atomic_write_json(runs_path, runs)
     if "frontier" in parts and "frontier" not in runs:
         runs["frontier"] = run_frontier(Path(runs["main"]["out"]))
         atomic_write_json(runs_path, runs)
