@@ -5,10 +5,13 @@
 
 PY := .venv/bin/python
 MAIN_OUT ?= runs/main
+# The main job's target: mcu (a robust model inside a microcontroller's budget, docs/mcu.md) or
+# default (the larger phone-sized int8 model of docs/pipeline.md).
+TARGET ?= mcu
 
 main:
 	scripts/bootstrap.sh
-	TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/tfrobust pipeline --out=$(MAIN_OUT) --resume $(PIPELINE_ARGS)
+	TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/tfrobust pipeline --target=$(TARGET) --out=$(MAIN_OUT) --resume $(PIPELINE_ARGS)
 
 test:
 	scripts/bootstrap.sh test
