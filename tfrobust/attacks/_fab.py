@@ -23,10 +23,10 @@ _BISECTION_STEPS = 40
 
 
 def _norm(v, norm):
-    flat = tf.reshape(v, [tf.shape(v)[0], -1])
+    """Per-example norm [B] of ``v`` (any rank)."""
     if norm == "linf":
-        return tf.reduce_max(tf.abs(flat), axis=1)
-    return tf.sqrt(tf.reduce_sum(tf.square(flat), axis=1))
+        return tf.reduce_max(tf.abs(tf.reshape(v, [tf.shape(v)[0], -1])), axis=1)
+    return C.l2_norm(v, keepdims=False)
 
 
 def project_hyperplane(t, w, b, lo, hi, *, norm="linf", steps=_BISECTION_STEPS):
@@ -83,8 +83,7 @@ def project_hyperplane(t, w, b, lo, hi, *, norm="linf", steps=_BISECTION_STEPS):
     return d_of(high)
 
 
-def _fab_single(model_fn, x0, y, target, eps_unused, steps, clip_min, clip_max, *, norm, alpha_max, eta,
-                beta):
+def _fab_single(model_fn, x0, y, target, steps, clip_min, clip_max, *, norm, alpha_max, eta, beta):
     """One FAB-T run towards ``target`` [B]; returns (best adversarial point, its distance [B])."""
     n = tf.shape(x0)[0]
     shape = tf.shape(x0)
@@ -135,8 +134,9 @@ def _fab_t_impl(model_fn, x, y, eps, steps, clip_min, clip_max, seed, *, norm, t
     ranked = tf.math.top_k(clean, k=targets + 1).indices
 
     def body(t, best_x, best_d):
-        run_x, run_d = _fab_single(model_fn, x, y, tf.gather(ranked, t + 1, axis=1), eps, steps, clip_min,
-                                   clip_max, norm=norm, alpha_max=alpha_max, eta=eta, beta=beta)
+        target = tf.gather(ranked, t + 1, axis=1)
+        run_x, run_d = _fab_single(model_fn, x, y, target, steps, clip_min, clip_max, norm=norm,
+                                   alpha_max=alpha_max, eta=eta, beta=beta)
         better = run_d < best_d
         return (t + 1, tf.where(C.per_example(better, x), run_x, best_x), tf.where(better, run_d, best_d))
 
