@@ -44,7 +44,7 @@ def test_attack_and_evaluate_write_json_and_markdown(tmp_path, saved_model):
     assert res.returncode == 0, res.stderr[-2000:]
     report = json.loads((out / "robustness.json").read_text())
     assert report["config"]["preset"] == "standard"
-    assert list(report["per_attack"]) == ["apgd-ce", "apgd-t", "square"]
+    assert list(report["per_attack"]) == ["apgd-ce", "apgd-dlr", "apgd-t", "square"]
     assert report["robust_accuracy"] <= result["adversarial_accuracy"] + 0.05
     assert "### Robust accuracy" in (out / "robustness.md").read_text()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # atomic writes left no temp file

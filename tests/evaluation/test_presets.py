@@ -49,16 +49,21 @@ def test_every_preset_gives_the_same_figure_in_the_models_own_range(problem, pre
 
 def test_presets_are_data_resolved_per_model():
     stages, skipped = evaluation.plan("standard", num_classes=10)
-    assert [s.label for s in stages] == ["apgd-ce", "apgd-t", "square"] and not skipped
-    assert stages[1].attack["targets"] == 9 and stages[2].attack["queries"] == 5000
+    assert [s.label for s in stages] == ["apgd-ce", "apgd-dlr", "apgd-t", "square"] and not skipped
+    assert stages[2].attack["targets"] == 9 and stages[3].attack["queries"] == 5000
     stages, skipped = evaluation.plan("standard", num_classes=3)
-    assert [s.label for s in stages] == ["apgd-ce", "square"] and skipped == ["apgd-t (needs >= 4 classes)"]
+    assert [s.label for s in stages] == ["apgd-ce", "apgd-dlr", "square"]
+    assert skipped == ["apgd-t (needs >= 4 classes)"]
+    stages, skipped = evaluation.plan("standard", num_classes=2)
+    assert [s.label for s in stages] == ["apgd-ce", "square"]
+    assert skipped == ["apgd-dlr (needs >= 3 classes)", "apgd-t (needs >= 4 classes)"]
     # AutoAttack's rand version for a stochastic model: APGD-CE and APGD-DLR with EOT, no restarts
     stages, _ = evaluation.plan("adaptive", num_classes=10, stochastic=True)
     assert [s.label for s in stages[:2]] == ["apgd-ce-eot", "apgd-dlr-eot"]
     assert all(s.eot and s.attack.get("restarts", 1) == 1 for s in stages[:2])
     stages, _ = evaluation.plan("adaptive", num_classes=10, gradient_masking=True)
-    assert [s.label for s in stages] == ["apgd-ce", "apgd-t", "apgd-ce-bpda", "apgd-t-bpda", "square"]
+    assert [s.label for s in stages] == ["apgd-ce", "apgd-dlr", "apgd-t", "apgd-ce-bpda", "apgd-dlr-bpda",
+                                          "apgd-t-bpda", "square"]
     stages, _ = evaluation.plan("fast", num_classes=10)
     assert attacks.get(stages[0].attack, eps=0.1).effective_step_size == pytest.approx(2.5 * 0.1 / 20)
 

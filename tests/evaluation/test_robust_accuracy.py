@@ -50,15 +50,16 @@ def test_standard_cascade_attacks_only_surviving_points(mlp_problem):
     model, x, y = mlp_problem
     rep = evaluation.robust_accuracy(model, x, y, eps=0.02, preset="standard", steps=10, queries=100,
                                      batch_size=64)
-    assert list(rep.per_attack) == ["apgd-ce", "apgd-t", "square"]
+    assert list(rep.per_attack) == ["apgd-ce", "apgd-dlr", "apgd-t", "square"]
     assert rep.per_attack["apgd-t"]["config"]["targets"] == 3  # 4 classes: at most K - 1 targets
-    ce, dlr = rep.per_attack["apgd-ce"], rep.per_attack["apgd-t"]
+    ce, dlr, tgt = (rep.per_attack[k] for k in ("apgd-ce", "apgd-dlr", "apgd-t"))
     assert ce["attacked"] == round(rep.clean_accuracy * len(x))
     assert dlr["attacked"] == ce["attacked"] - ce["broken"]
-    assert rep.robust_accuracy <= ce["robust_accuracy"] <= rep.clean_accuracy
+    assert tgt["attacked"] == dlr["attacked"] - dlr["broken"]
+    assert rep.robust_accuracy <= tgt["robust_accuracy"] <= ce["robust_accuracy"] <= rep.clean_accuracy
     full = evaluation.robust_accuracy(model, x, y, eps=0.02, preset="standard", steps=10, queries=100,
                                       cascade=False, batch_size=64)
-    assert full.per_attack["apgd-t"]["attacked"] == len(x) > dlr["attacked"]
+    assert full.per_attack["apgd-t"]["attacked"] == len(x) > tgt["attacked"]
     assert full.robust_accuracy == rep.robust_accuracy
 
 
