@@ -3,6 +3,12 @@
 Both loops checkpoint after every round (model weights, optimizer state and the report so far)
 into ``directory``; calling :meth:`run` again with the same directory resumes after the last
 finished round.
+
+Both take a compiled model, a compiled trainer, or a label-conditioned ``(train_model, model)``
+pair (CAS, CIFS, PCL), which they fit through :class:`~tfrobust.trainers.Trainer`'s pair
+mechanism: the attacks and the measurements run on the inference model ``model``, and ``fit``
+computes the loss on the training path ``train_model([x, y])`` with the layers' own ``add_loss``
+terms of that batch (which holds the round's adversarial examples).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import tensorflow as tf
 
 from tfrobust import _validate as V
 from tfrobust import attacks
-from tfrobust._keras import check_keras_model
+from tfrobust._keras import check_keras_model, flavour, keras, keras3
 from tfrobust.data import as_tf_dataset
 from tfrobust.evaluation import (
     accuracy_under,
@@ -79,21 +85,51 @@ def _as_attack(value, argument):
 # ----------------------------------------------------------------------------- checkpointing
 
 
+def _fit_target(model):
+    """What the loop fits: ``model`` itself (compiled), or a compiled Trainer around a pair.
+
+    A ``(train_model, model)`` pair becomes ``Trainer((train_model, model))`` (its pair checks,
+    training path and ``add_loss`` terms), compiled with the settings of whichever of the two
+    models is compiled (the inference model's when both are): its optimizer object, its loss and
+    its metrics, read through Keras' public ``get_compile_config``.
+    """
+    if not isinstance(model, (tuple, list)):
+        check_keras_model(model)
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError("`model` must be compiled (it is trained with fit). "
+                             "Received: an uncompiled model")
+        return model
+    trainer = Trainer(model)  # checks the pair: two models, [x, y] training inputs, shared weights
+    compiled = [m for m in (trainer.model, trainer.train_model) if getattr(m, "optimizer", None) is not None]
+    if not compiled:
+        raise ValueError("`model` must be compiled (it is trained with fit): compile the pair's "
+                         "inference model (or its training model) with the optimizer, loss and "
+                         "metrics to train with. Received: a (train_model, model) pair, neither compiled")
+    source = compiled[0]
+    saving = (keras3 if flavour(source) == "keras3" else keras).saving
+    config = saving.deserialize_keras_object(source.get_compile_config())
+    config.update(optimizer=source.optimizer, loss=source.loss)
+    trainer.compile(**config)
+    return trainer
+
+
 class _RoundLoop:
     """Per-round checkpoint (weights + optimizer) and JSON state, resumable."""
 
     kind = "rounds"
 
-    def __init__(self, model, *, rounds, epochs_per_round, batch_size, directory, seed, verbose):
-        check_keras_model(model)
-        if getattr(model, "optimizer", None) is None:
-            raise ValueError("`model` must be compiled (it is trained with fit). "
-                             "Received: an uncompiled model")
+    def __init__(self, model, *, rounds, epochs_per_round, batch_size, directory, seed, verbose,
+                 callbacks=None):
+        model = _fit_target(model)
         self.model = model
         self.rounds = V.integer("rounds", rounds, minimum=1)
         self.epochs_per_round = V.integer("epochs_per_round", epochs_per_round, minimum=1)
         self.batch_size = V.integer("batch_size", batch_size, minimum=1)
         self.seed = V.integer("seed", seed, minimum=0)
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            raise TypeError("`callbacks` must be a list of Keras callbacks. "
+                            f"Received: callbacks={callbacks!r}")
+        self.callbacks = list(callbacks or ())
         self.verbose = verbose
         self.directory = None if directory is None else Path(directory)
         self._ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
@@ -134,7 +170,8 @@ class _RoundLoop:
 
     def _fit(self, x, y, round_index):
         ds = as_tf_dataset(x, y, batch_size=self.batch_size, shuffle=True, seed=self.seed + round_index)
-        hist = self.model.fit(ds, epochs=self.epochs_per_round, verbose=self.verbose)
+        hist = self.model.fit(ds, epochs=self.epochs_per_round, verbose=self.verbose,
+                              callbacks=self.callbacks)
         return float(hist.history["loss"][-1])
 
 
@@ -155,8 +192,20 @@ class ProactiveDefense(_RoundLoop):
     Retraining changes the model, so new holes appear: that is why the loop repeats. The report
     shows whether robustness carries over to the unseen attack B.
 
+    Label-conditioned defenses (CAS, CIFS, PCL) are passed as their ``(train_model, model)`` pair
+    (``defended_cnn(defense, return_train_model=True)``, ``layers.label_conditioned_pair``), as
+    to :class:`AdversarialTrainer`: attacks A and B run on the inference model ``model`` (what an
+    attacker faces; it is also what :attr:`inner` returns, what the checkpoint restores and what
+    to save), and each round fits ``Trainer((train_model, model))``, whose loss on a batch of
+    ``X + X'_t`` is the compiled loss of ``train_model([x, y])`` (true-label mask) plus the
+    layers' ``add_loss`` terms of that batch: CAS ``beta * L_CAS``, CIFS the probe's
+    cross-entropy, PCL the prototype-conformity term, computed on the adversarial examples of the
+    batch as on its clean ones.
+
     Args:
-      model: a *compiled* Keras 3 or tf_keras model or trainer (trained with ``fit``).
+      model: a *compiled* Keras 3 or tf_keras model or trainer (trained with ``fit``), or a
+        ``(train_model, model)`` pair of which one model is compiled (its optimizer, loss and
+        metrics train the pair; the inference model's win when both are compiled).
       attack: attack A (:class:`AttackSpec` or dict), used to augment the training set.
       holdout_attack: attack B (never used for training), only evaluated.
       rounds: T.
@@ -167,20 +216,25 @@ class ProactiveDefense(_RoundLoop):
       pretrained: skip the initial training on X (the model is already trained).
       seed: shuffle seed.
       verbose: ``fit`` verbosity.
+      callbacks: Keras callbacks (of the model's Keras) passed to every ``fit`` of the loop.
 
     Example:
       >>> loop = ProactiveDefense(model, attack=AttackSpec("fgsm", eps=0.1),  # doctest: +SKIP
       ...                         holdout_attack=AttackSpec("pgd", eps=0.1), rounds=3, directory="run")
       >>> report = loop.run(x_train, y_train, x_test, y_test)  # doctest: +SKIP
+      >>> train_model, model = defended_cnn("cas", return_train_model=True)  # doctest: +SKIP
+      >>> model.compile("adam", SparseCategoricalCrossentropy(from_logits=True))  # doctest: +SKIP
+      >>> loop = ProactiveDefense((train_model, model), attack=..., holdout_attack=...)  # doctest: +SKIP
+      >>> loop.run(x_train, y_train, x_test, y_test); loop.inner.save("cas.keras")  # doctest: +SKIP
     """
 
     kind = "proactive"
 
     def __init__(self, model, *, attack, holdout_attack, rounds: int = 3, epochs_per_round: int = 1,
                  batch_size: int = 128, attack_batch_size: int = 256, directory=None,
-                 pretrained: bool = False, seed: int = 0, verbose=0):
+                 pretrained: bool = False, seed: int = 0, verbose=0, callbacks=None):
         super().__init__(model, rounds=rounds, epochs_per_round=epochs_per_round, batch_size=batch_size,
-                         directory=directory, seed=seed, verbose=verbose)
+                         directory=directory, seed=seed, verbose=verbose, callbacks=callbacks)
         self.attack = _as_attack(attack, "attack")
         self.holdout_attack = _as_attack(holdout_attack, "holdout_attack")
         self.attack_batch_size = attack_batch_size
@@ -241,12 +295,14 @@ class FeedbackLearning(_RoundLoop):
        accuracy.
 
     Args:
-      model: a compiled Keras 3 or tf_keras model or trainer.
+      model: a compiled Keras 3 or tf_keras model or trainer, or a label-conditioned
+        ``(train_model, model)`` pair (as :class:`ProactiveDefense`).
       attack: the attack that generates training examples (:class:`AttackSpec`/dict).
       eval_attack: the attack of the per-class robust accuracy (default: ``attack``).
       eps_max: largest radius of the distance search.
       distance: ``"fgsm"`` (exact bisection along the FGSM direction) or ``"pgd"`` (grid).
-      rounds, epochs_per_round, batch_size, directory, seed, verbose: as :class:`ProactiveDefense`.
+      rounds, epochs_per_round, batch_size, directory, seed, verbose, callbacks: as
+        :class:`ProactiveDefense`.
       budget: adversarial examples per round (default: the training set size).
       probe_size: training examples per class used to measure ``d_c``.
       proportional: class-proportion compensation on (True) or uniform (False).
@@ -263,9 +319,10 @@ class FeedbackLearning(_RoundLoop):
     def __init__(self, model, *, attack, eval_attack=None, eps_max: float = 0.2, distance: str = "fgsm",
                  rounds: int = 2, epochs_per_round: int = 1, batch_size: int = 128, budget: int | None = None,
                  probe_size: int = 100, proportional: bool = True, directory=None, pretrained: bool = False,
-                 num_classes: int | None = None, attack_batch_size: int = 256, seed: int = 0, verbose=0):
+                 num_classes: int | None = None, attack_batch_size: int = 256, seed: int = 0, verbose=0,
+                 callbacks=None):
         super().__init__(model, rounds=rounds, epochs_per_round=epochs_per_round, batch_size=batch_size,
-                         directory=directory, seed=seed, verbose=verbose)
+                         directory=directory, seed=seed, verbose=verbose, callbacks=callbacks)
         self.attack = _as_attack(attack, "attack")
         self.eval_attack = self.attack if eval_attack is None else _as_attack(eval_attack, "eval_attack")
         V.choice("distance", distance, ("fgsm", "pgd"))
