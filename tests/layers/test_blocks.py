@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from tfrobust import layers as L
 from tfrobust._keras import keras
+from tfrobust.layers import shared
 from tfrobust.testing import layer_test
 
 
@@ -44,7 +45,7 @@ def test_channel_shuffle_is_the_reshape_transpose_permutation(rng):
     x = rng.normal(size=(2, 3, 3, 12)).astype("float32")
     ref = x.reshape(2, 3, 3, 3, 4).transpose(0, 1, 2, 4, 3).reshape(2, 3, 3, 12)
     np.testing.assert_array_equal(L.ChannelShuffle(3)(x).numpy(), ref)
-    perm = L.channel_shuffle_permutation(12, 3)
+    perm = shared.channel_shuffle_permutation(12, 3)
     assert sorted(perm) == list(range(12))
     res = layer_test(L.ChannelShuffle, {"groups": 3}, input_shape=(2, 3, 3, 12), check_save=False)
     assert "GATHER" in res.tflite_ops and "TRANSPOSE" not in res.tflite_ops
@@ -138,7 +139,7 @@ def test_cbam_matches_formula(rng):
 def test_scaled_weight_standardization_statistics(rng):
     kernel = rng.normal(loc=0.3, scale=2.0, size=(3, 3, 8, 5)).astype("float32")
     gain = np.array([1.0, 2.0, 0.5, 1.0, 3.0], np.float32)
-    w = L.scaled_weight_standardization(tf.constant(kernel), tf.constant(gain)).numpy()
+    w = shared.scaled_weight_standardization(tf.constant(kernel), tf.constant(gain)).numpy()
     fan_in = 3 * 3 * 8
     flat = w.reshape(fan_in, 5)
     np.testing.assert_allclose(flat.mean(axis=0), 0.0, atol=1e-6)
@@ -175,10 +176,10 @@ def _np_squash(s):
 
 def test_squash_matches_formula_and_bounds_length(rng):
     s = rng.normal(scale=3.0, size=(4, 6, 8)).astype("float32")
-    v = L.squash(tf.constant(s)).numpy()
+    v = shared.squash(tf.constant(s)).numpy()
     np.testing.assert_allclose(v, _np_squash(s), rtol=1e-5, atol=1e-6)
     assert np.all(np.linalg.norm(v, axis=-1) < 1)
-    assert np.all(np.isfinite(L.squash(tf.zeros((1, 3))).numpy()))
+    assert np.all(np.isfinite(shared.squash(tf.zeros((1, 3))).numpy()))
     layer_test(L.Squash, input_shape=(2, 6, 8), check_save=False)
 
 
@@ -195,7 +196,7 @@ def _np_routing(u_hat, r):
 @pytest.mark.parametrize("routings", [1, 3])
 def test_dynamic_routing_matches_reference_and_coefficients_sum_to_one(routings, rng):
     u_hat = rng.normal(size=(2, 12, 5, 4)).astype("float32")
-    v, c = L.dynamic_routing(tf.constant(u_hat), routings)
+    v, c = shared.dynamic_routing(tf.constant(u_hat), routings)
     np.testing.assert_allclose(c.numpy().sum(-1), 1.0, atol=1e-6)
     v_ref, c_ref = _np_routing(u_hat.astype(np.float64), routings)
     np.testing.assert_allclose(v.numpy(), v_ref, rtol=1e-4, atol=1e-5)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrobust.layers import KWinnersTakeAll, WTADropout, kwta_mask
-from tfrobust.layers._common import bisection_threshold
+from tfrobust.layers import KWinnersTakeAll, WTADropout, bpda_scope, kwta_mask
+from tfrobust.layers.shared import bisection_threshold
 from tfrobust.testing import layer_test
 
 
@@ -139,8 +139,6 @@ def test_wta_dropout_channel_structure_needs_spatial_axes():
 
 
 def test_kwta_backpropagates_through_the_identity_inside_bpda_scope(rng):
-    from tfrobust.layers._bpda import bpda_scope
-
     x = tf.constant(rng.normal(size=(2, 20)).astype("float32"))
     layer = KWinnersTakeAll(k=4)
     plain = layer(x).numpy()

@@ -10,8 +10,7 @@ import tensorflow as tf
 from tfrobust import models, tflite_tools
 from tfrobust._keras import keras
 from tfrobust.layers import BinaryConv2D, BinaryDense
-from tfrobust.tflite_tools._binary_int8 import binary_weight_report
-from tfrobust.tflite_tools._bitpack import generate_c, run_on_host
+from tfrobust.tflite_tools import binary_weight_report, generate_c, run_on_host
 
 
 def _kernel_shapes(model, types):

@@ -4,8 +4,12 @@ from tfrobust import models
 
 
 def test_mcu_cnn_width_scales_the_channels():
-    assert models.mcu_channels(1.0) == (16, 32, 64, 64)
-    assert models.mcu_channels(0.5) == (8, 16, 32, 32)
+    def units(model):
+        return tuple(getattr(model.get_layer(n), a) for n, a in
+                     (("conv1", "filters"), ("conv2", "filters"), ("conv3", "filters"), ("fc1", "units")))
+
+    assert units(models.mcu_cnn()) == (16, 32, 64, 64)
+    assert units(models.mcu_cnn(width=0.5)) == (8, 16, 32, 32)
     assert models.get("mcu_cnn", width=0.5).count_params() < models.get("mcu_cnn").count_params()
     with pytest.raises(ValueError, match="width"):
         models.mcu_cnn(width=0)

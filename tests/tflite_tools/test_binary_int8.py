@@ -5,8 +5,13 @@ from tfrobust import utils
 from tfrobust._keras import keras
 from tfrobust.data import as_tf_dataset
 from tfrobust.layers import BinaryConv2D, BinaryDense
-from tfrobust.tflite_tools import TFLiteModel, convert
-from tfrobust.tflite_tools._binary_int8 import bake_binary_to_int8, binary_weight_report, unit_binary_weights
+from tfrobust.tflite_tools import (
+    TFLiteModel,
+    bake_binary_to_int8,
+    binary_weight_report,
+    convert,
+    unit_binary_weights,
+)
 
 L = keras.layers
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 from tfrobust._keras import keras
 from tfrobust.data import as_tf_dataset
 from tfrobust.layers import BinaryConv2D, BinaryDense
-from tfrobust.tflite_tools._bitpack import export_binary_c, generate_c, pack_bits, run_on_host, unpack_bits
+from tfrobust.tflite_tools import export_binary_c, generate_c, pack_bits, run_on_host, unpack_bits
 
 L = keras.layers
 

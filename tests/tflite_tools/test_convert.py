@@ -1,13 +1,9 @@
-import sys
-import types
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfrobust._keras import keras
 from tfrobust.tflite_tools import TFLiteModel, UnsupportedOpsError, convert
-from tfrobust.tflite_tools._convert import _layers_by_conversion
 
 
 class SvdLayer(keras.layers.Layer):
@@ -98,12 +94,6 @@ def test_unsupported_op_error_names_the_layer_and_the_op():
     assert isinstance(info.value, ValueError)
 
 
-def test_layer_by_layer_conversion_locates_the_op():
-    model = _svd_model()
-    where = _layers_by_conversion(model, {"Svd"}, [tf.lite.OpsSet.TFLITE_BUILTINS])
-    assert where == {"Svd": ["singular_values"]}
-
-
 def test_select_ops_are_opt_in():
     class Det(keras.layers.Layer):
         def call(self, x):
@@ -154,27 +144,7 @@ def test_something_that_is_no_keras_model_is_refused():
         convert(object(), "float")
 
 
-def test_binary_mode_without_binary_layers_module_explains(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tfrobust.tflite_tools._binary_int8", None)
+def test_binary_mode_needs_representative_data():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match="binary.*_binary_int8"):
-        convert(model, "binary", np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="binary.*representative_data"):
         convert(model, "binary")
-
-
-def test_binary_mode_delegates_to_the_baking_function(monkeypatch):
-    calls = []
-
-    def bake_binary_to_int8(model, representative_data=None):
-        calls.append(representative_data)
-        return model  # a Keras model comes back: convert() finishes it as full int8
-
-    fake = types.ModuleType("tfrobust.tflite_tools._binary_int8")
-    fake.bake_binary_to_int8 = bake_binary_to_int8
-    monkeypatch.setitem(sys.modules, "tfrobust.tflite_tools._binary_int8", fake)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    cal = np.random.default_rng(0).uniform(size=(16, 4)).astype(np.float32)
-    lite = TFLiteModel(convert(model, "binary", cal))
-    assert len(calls) == 1 and calls[0] is cal
-    assert lite.input_dtype == np.int8

@@ -3,8 +3,7 @@ import pytest
 
 from tfrobust import utils
 from tfrobust._keras import keras
-from tfrobust.tflite_tools import convert
-from tfrobust.tflite_tools._diagnostics import diagnose_quantization, int8_agreement
+from tfrobust.tflite_tools import convert, diagnose_quantization, int8_agreement
 
 
 @pytest.fixture(scope="module")

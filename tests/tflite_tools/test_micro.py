@@ -4,13 +4,14 @@ import tensorflow as tf
 
 from tfrobust._keras import keras
 from tfrobust.tflite_tools import (
+    TFLiteModel,
     convert,
     find_arena_size,
+    run_tflm,
     tflm_check,
     tflm_missing_ops,
     tflm_parity,
 )
-from tfrobust.tflite_tools._micro import _run_worker
 
 
 class LRN(keras.layers.Layer):
@@ -51,11 +52,13 @@ def test_tflm_and_litert_int8_differ_by_at_most_one_lsb(int8_batch1, fashion_tes
     assert res["argmax_agreement"] >= 0.99
 
 
-def test_arena_search_returns_the_smallest_working_arena(int8_batch1):
+def test_arena_search_returns_the_smallest_working_arena(int8_batch1, fashion_test):
     search = find_arena_size(int8_batch1)
     assert search.arena_size % 16 == 0
-    assert _run_worker(int8_batch1, arena_size=search.arena_size, invoke=True).ok
-    assert not _run_worker(int8_batch1, arena_size=search.arena_size - 16, invoke=True).ok
+    x = TFLiteModel(int8_batch1).quantize_input(fashion_test[0][:1])
+    assert run_tflm(int8_batch1, x, arena_size=search.arena_size).shape[0] == 1
+    with pytest.raises(ValueError, match="could not run"):
+        run_tflm(int8_batch1, x, arena_size=search.arena_size - 16)
     assert "Arena allocation total" in search.allocations
 
 

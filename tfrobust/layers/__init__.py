@@ -29,19 +29,9 @@ from tfrobust.layers._blocks import (
     LocalResponseNormalization,
     ScaledWSConv2D,
     SqueezeExcitation,
-    channel_shuffle,
-    channel_shuffle_permutation,
-    local_response_normalization,
-    scaled_weight_standardization,
 )
-from tfrobust.layers._blocks_capsule import (
-    CapsuleLength,
-    DynamicRoutingCapsules,
-    Squash,
-    dynamic_routing,
-    squash,
-)
-from tfrobust.layers._blocks_stn import AffineGridSampler, affine_grid, bilinear_sample
+from tfrobust.layers._blocks_capsule import CapsuleLength, DynamicRoutingCapsules, Squash
+from tfrobust.layers._blocks_stn import AffineGridSampler
 from tfrobust.layers._bpda import bpda, bpda_active, bpda_scope
 from tfrobust.layers._channel import (
     ChannelActivationSuppressing,
@@ -58,35 +48,42 @@ from tfrobust.layers._stochastic import (
     stochastic_activation_pruning,
 )
 
+# What a user calls: the defenses (and the pure functions of k-WTA and SAP), BPDA for one's own
+# layers, the binary layers and quantizers (docs/binary.md), the building blocks of the model zoo
+# (docs/models.md). The blocks' inner functions stay in their modules (tests reach them through
+# tfrobust.layers.shared).
 __all__ = [
-    "ChannelActivationSuppressing",
-    "ChannelImportanceFeatureSelection",
+    # defenses (docs/defenses.md)
     "KWinnersTakeAll",
-    "NoisyWeights",
-    "PrunedWeights",
+    "WTADropout",
+    "kwta_mask",
+    "StochasticActivationPruning",
+    "stochastic_activation_pruning",
     "RandomNoisyActivations",
     "RandomScaledActivations",
-    "StochasticActivationPruning",
-    "WTADropout",
-    "for_keras3",
-    "kwta_mask",
+    "NoisyWeights",
+    "PrunedWeights",
+    "ChannelActivationSuppressing",
+    "ChannelImportanceFeatureSelection",
     "label_conditioned_pair",
-    "stochastic_activation_pruning",
+    # BPDA for gradient-masking layers (docs/attacks.md)
+    "bpda",
+    "bpda_active",
+    "bpda_scope",
+    # binary networks (docs/binary.md)
     "BinaryConv2D",
     "BinaryDense",
     "WeightClip",
     "binarize_model",
-    "bpda",
-    "bpda_active",
-    "bpda_scope",
     "bwn_binarize",
     "hard_sigmoid",
     "ste_sign",
     "stochastic_sign",
     "xnor_scaling_map",
-    "CBAM",
+    # building blocks of the model zoo (docs/models.md)
     "AddPositionEmbedding",
     "AffineGridSampler",
+    "CBAM",
     "CapsuleLength",
     "ChannelShuffle",
     "ClassToken",
@@ -96,12 +93,6 @@ __all__ = [
     "ScaledWSConv2D",
     "SqueezeExcitation",
     "Squash",
-    "affine_grid",
-    "bilinear_sample",
-    "channel_shuffle",
-    "channel_shuffle_permutation",
-    "dynamic_routing",
-    "local_response_normalization",
-    "scaled_weight_standardization",
-    "squash",
+    # Keras 3 classes of the layers above (docs/keras3.md)
+    "for_keras3",
 ]

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from tfrobust import _validate as V
 from tfrobust._keras import keras
-from tfrobust.layers._common import check_non_negative, feature_shape
+from tfrobust.layers.shared import feature_shape
 
 
 def prototype_conformity_loss(features, labels, centroids, *, squared=True, push_weight=1.0):
@@ -82,9 +82,9 @@ class PrototypeConformity(keras.layers.Layer):
     def __init__(self, num_classes, weight=0.1, squared=True, push_weight=1e-4, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = V.integer("num_classes", num_classes, minimum=2)
-        self.weight = check_non_negative("weight", weight)
+        self.weight = V.number("weight", weight, minimum=0.0)
         self.squared = bool(squared)
-        self.push_weight = check_non_negative("push_weight", push_weight)
+        self.push_weight = V.number("push_weight", push_weight, minimum=0.0)
 
     def build(self, input_shape):
         f_shape = feature_shape(input_shape)

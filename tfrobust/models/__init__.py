@@ -1,7 +1,9 @@
 """Architecture builders sized for 28x28 / 32x32 images; every builder returns logits.
 
-``get(name, **kwargs)`` builds any registered model; ``names()`` lists them. The one exception to
-"logits" is ``capsnet``, whose scores are capsule lengths (see its docstring).
+``get(name, **kwargs)`` builds any registered model; ``names()`` lists them; ``register`` adds
+one. The one exception to "logits" is ``capsnet``, whose scores are capsule lengths (see its
+docstring). ``__all__`` is the registry, every builder of docs/models.md, and the defended models
+(``DEFENSES``, ``defended_cnn``, ``defended_resnet``).
 """
 
 from tfrobust.models._basic import lenet_300_100, madry_cnn, small_cnn
@@ -9,7 +11,7 @@ from tfrobust.models._binary_zoo import binary_cnn, binary_madry_cnn, binary_sma
 from tfrobust.models._classic import alexnet, bn_inception, googlenet, inception_v3, vgg
 from tfrobust.models._defended import DEFENSES, defended_cnn, defended_resnet
 from tfrobust.models._efficient import mobilenet, shufflenet, squeezenet
-from tfrobust.models._mcu import mcu_channels, mcu_cnn
+from tfrobust.models._mcu import mcu_cnn
 from tfrobust.models._registry import get, names, register
 from tfrobust.models._residual import (
     cbam_resnet,
@@ -40,7 +42,6 @@ __all__ = [
     "inception_v3",
     "lenet_300_100",
     "madry_cnn",
-    "mcu_channels",
     "mcu_cnn",
     "mlp_mixer",
     "mobilenet",

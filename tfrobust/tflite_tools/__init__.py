@@ -25,83 +25,60 @@ from tfrobust.tflite_tools._binary_int8 import (
 )
 from tfrobust.tflite_tools._bitpack import (
     BinaryCProgram,
-    HostRun,
     export_binary_c,
     generate_c,
     pack_bits,
     run_on_host,
     unpack_bits,
 )
-from tfrobust.tflite_tools._bitpack_runner import BitpackRunner
-from tfrobust.tflite_tools._budget import (
-    DEFAULT_MAX_ARENA_BYTES,
-    DEFAULT_MAX_WEIGHT_BYTES,
-    Budget,
-    BudgetError,
-    check_budget,
-    weight_bytes,
-)
-from tfrobust.tflite_tools._convert import MODES, UnsupportedOp, UnsupportedOpsError, convert
-from tfrobust.tflite_tools._diagnostics import QuantizationDiagnosis, diagnose_quantization, int8_agreement
-from tfrobust.tflite_tools._evaluate import DeployedEvaluation, evaluate_deployed
+from tfrobust.tflite_tools._bitpack_runner import BitpackRunner, CompileError
+from tfrobust.tflite_tools._budget import BudgetError, check_budget, weight_bytes
+from tfrobust.tflite_tools._convert import UnsupportedOpsError, convert
+from tfrobust.tflite_tools._diagnostics import diagnose_quantization, int8_agreement
+from tfrobust.tflite_tools._evaluate import evaluate_deployed
 from tfrobust.tflite_tools._export import export_c
-from tfrobust.tflite_tools._flatbuffer import KernelInfo, kernel_stats
+from tfrobust.tflite_tools._flatbuffer import kernel_stats
 from tfrobust.tflite_tools._lut import compress_lut, lut_parity
-from tfrobust.tflite_tools._micro import (
-    ArenaSearch,
-    MissingOp,
-    TFLMCheck,
-    find_arena_size,
-    run_tflm,
-    tflm_check,
-    tflm_missing_ops,
-    tflm_parity,
-)
-from tfrobust.tflite_tools._report import measure_latency, model_report, report_markdown
+from tfrobust.tflite_tools._micro import find_arena_size, run_tflm, tflm_check, tflm_missing_ops, tflm_parity
+from tfrobust.tflite_tools._report import model_report, report_markdown
 from tfrobust.tflite_tools._runtime import TFLiteModel
 
+# What a user calls. Result types (TFLMCheck, KernelInfo, DeployedEvaluation, ...) come back from
+# these functions and stay in their modules, as does the latency helper behind model_report.
 __all__ = [
-    "BinaryCProgram",
-    "BitpackRunner",
-    "HostRun",
-    "bake_binary_to_int8",
-    "binary_weight_report",
-    "export_binary_c",
-    "generate_c",
-    "pack_bits",
-    "run_on_host",
-    "unit_binary_weights",
-    "unpack_bits",
-    "MODES",
-    "DEFAULT_MAX_ARENA_BYTES",
-    "DEFAULT_MAX_WEIGHT_BYTES",
-    "Budget",
-    "BudgetError",
-    "check_budget",
-    "weight_bytes",
-    "ArenaSearch",
-    "DeployedEvaluation",
-    "KernelInfo",
-    "MissingOp",
-    "QuantizationDiagnosis",
-    "TFLMCheck",
-    "TFLiteModel",
-    "UnsupportedOp",
-    "UnsupportedOpsError",
-    "compress_lut",
+    # convert and run
     "convert",
-    "diagnose_quantization",
+    "UnsupportedOpsError",
+    "TFLiteModel",
     "evaluate_deployed",
-    "export_c",
+    "diagnose_quantization",
     "int8_agreement",
+    # TFLite Micro and the microcontroller budget
+    "tflm_check",
     "find_arena_size",
-    "kernel_stats",
-    "lut_parity",
-    "measure_latency",
+    "tflm_parity",
+    "tflm_missing_ops",
+    "run_tflm",
+    "check_budget",
+    "BudgetError",
+    "weight_bytes",
+    "export_c",
+    # what is in the file
     "model_report",
     "report_markdown",
-    "run_tflm",
-    "tflm_check",
-    "tflm_missing_ops",
-    "tflm_parity",
+    "kernel_stats",
+    "compress_lut",
+    "lut_parity",
+    # binary networks (docs/binary.md)
+    "bake_binary_to_int8",
+    "binary_weight_report",
+    "unit_binary_weights",
+    "generate_c",
+    "export_binary_c",
+    "run_on_host",
+    "pack_bits",
+    "unpack_bits",
+    "BinaryCProgram",
+    "BitpackRunner",
+    "CompileError",
 ]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 import re
 
 import numpy as np
@@ -12,11 +10,11 @@ import tensorflow as tf
 
 from tfrobust import _validate as V
 from tfrobust._keras import check_keras_model, flavour, keras, rebuild
+from tfrobust.tflite_tools._binary_int8 import bake_binary_to_int8
 from tfrobust.tflite_tools._names import layer_from_name
 from tfrobust.utils import atomic_write_bytes
 
 MODES = ("float", "float16", "dynamic", "int8", "binary")
-_BINARY_MODULE = "tfrobust.tflite_tools._binary_int8"
 _OP_RE = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
 _LIST_RE = re.compile(r"(?:Custom|Flex) ops: ([\w, .]+)")
 
@@ -177,29 +175,9 @@ def _unsupported_error(model, error, supported_ops, allow_select_ops) -> Unsuppo
 
 
 def _convert_binary(model, representative_data, allow_select_ops, batch_size) -> bytes:
-    try:
-        module = importlib.import_module(_BINARY_MODULE)
-    except ModuleNotFoundError as e:
-        if e.name != _BINARY_MODULE:
-            raise
-        raise ValueError("mode='binary' bakes binary-weight layers (tfrobust.layers binary/XNOR layers) "
-                         "into int8 weights of +-1 with per-channel scales, but this installation has "
-                         f"no {_BINARY_MODULE} module. Use mode='int8' for ordinary models. Received: "
-                         "mode='binary'") from None
-    bake = module.bake_binary_to_int8
-    params = inspect.signature(bake).parameters
-    candidates = {"representative_data": representative_data, "allow_select_ops": allow_select_ops,
-                  "batch_size": batch_size}
-    accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in candidates.items() if accepts_kwargs or k in params}
-    baked = bake(model, **kwargs)
-    if isinstance(baked, (bytes, bytearray)):
-        return bytes(baked)
-    if isinstance(baked, keras.Model):
-        return convert(baked, "int8", representative_data, allow_select_ops=allow_select_ops,
-                       batch_size=batch_size)
-    raise TypeError(f"{_BINARY_MODULE}.bake_binary_to_int8 must return .tflite bytes or a tf_keras Model. "
-                    f"Received: {type(baked).__name__}")
+    baked = bake_binary_to_int8(model, representative_data=representative_data)  # a tf_keras model
+    return convert(baked, "int8", representative_data, allow_select_ops=allow_select_ops,
+                   batch_size=batch_size)
 
 
 def convert(model, mode: str = "float", representative_data=None, path=None, allow_select_ops: bool = False,
@@ -217,8 +195,8 @@ def convert(model, mode: str = "float", representative_data=None, path=None, all
       ``representative_data`` (``x ~ s * (q - z)``); the model's input and output tensors are
       int8 too (:class:`TFLiteModel` (de)quantizes for you). Needs ``representative_data``.
     * ``"binary"``: binary-weight layers baked to int8 weights of +-1 with per-channel scales;
-      delegated to ``tfrobust.tflite_tools._binary_int8.bake_binary_to_int8`` (the binary
-      layers' module) and refused with a ``ValueError`` when that module is absent.
+      :func:`tfrobust.tflite_tools.bake_binary_to_int8` rewrites them as ``Dense``/``Conv2D``,
+      then the result is converted as ``"int8"``.
 
     Only TFLite builtin ops are allowed unless ``allow_select_ops=True`` (Select TF ops, which
     need the Flex delegate). When the model needs anything else, the error is an
