@@ -58,7 +58,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust import _validate as V
-from tfrobust import attacks
+from tfrobust import attacks, evaluation
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._joint_pruning import ActivationThreshold
 from tfrobust.compression._lottery import _fresh
@@ -828,14 +828,6 @@ def _fit(model, x, y, *, epochs, lr, batch_size, seed, adversarial):
     return time.perf_counter() - t0
 
 
-def _accuracy(model, x, y, batch_size=1000):
-    hits = 0
-    for s in range(0, len(x), batch_size):
-        logits = model(x[s:s + batch_size], training=False).numpy()
-        hits += int(np.sum(np.argmax(logits, 1) == y[s:s + batch_size]))
-    return hits / len(x)
-
-
 @dataclasses.dataclass
 class IterativePruningResult:
     """The final narrow model and one row per round (round 0: the model given)."""
@@ -920,7 +912,8 @@ def prune_units_iteratively(model, amount, x, y, *, rounds: int = 3, score: str 
         out = {"round": r, "units": {p: int(m.get_layer(p).output_shape[-1]) for p in g.producers},
                "params": int(m.count_params()), "macs": _model_macs(m), "epochs": n_epochs, "seconds": secs}
         if x_val is not None:
-            out["val_accuracy"] = _accuracy(m, _check_images(x_val, "x_val"), np.asarray(y_val))
+            out["val_accuracy"] = evaluation.accuracy(m, _check_images(x_val, "x_val"), np.asarray(y_val),
+                                                      batch_size=1000)
         return out
 
     rows = [row(0, work, 0, 0.0)]
@@ -1019,8 +1012,8 @@ def scratch_baselines(pruned, original, x, y, x_test, y_test, *, epochs: int, lr
         fresh = _fresh(pruned, seed)
         secs = _fit(fresh, x, np.asarray(y), epochs=n, lr=lr, batch_size=batch_size, seed=seed,
                     adversarial=adversarial)
-        rows.append({"name": name, "epochs": n, "accuracy": _accuracy(fresh, x_test, np.asarray(y_test)),
-                     "seconds": secs})
+        acc = evaluation.accuracy(fresh, x_test, np.asarray(y_test), batch_size=1000)
+        rows.append({"name": name, "epochs": n, "accuracy": acc, "seconds": secs})
         models[name] = fresh
     config = {"epochs": epochs, "macs_original": macs_o, "macs_pruned": macs_p, "mac_ratio": ratio,
               "max_budget_ratio": max_budget_ratio, "lr": lr, "batch_size": batch_size, "seed": seed,

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfrobust import _validate as V
 from tfrobust._keras import keras
 from tfrobust.tflite_tools import _convert
+from tfrobust.tflite_tools._evaluate import batched_logits
 from tfrobust.tflite_tools._names import layer_from_name
 from tfrobust.tflite_tools._runtime import TFLiteModel
 
@@ -73,8 +74,7 @@ class QuantizationDiagnosis:
 
 
 def _labels(model_fn, x, batch_size=256):
-    return np.concatenate([np.argmax(np.asarray(model_fn(x[s:s + batch_size])), 1)
-                           for s in range(0, len(x), batch_size)])
+    return np.argmax(batched_logits(model_fn, x, batch_size), 1)
 
 
 def int8_agreement(model, model_bytes, x, *, batch_size=256) -> float:

@@ -9,7 +9,12 @@ import numpy as np
 from tfrobust import _validate as V
 
 
-def _logits(model_fn, x, batch_size):
+def batched_logits(model_fn, x, batch_size):
+    """``model_fn`` over ``x`` in slices of ``batch_size``, as one NumPy array.
+
+    The deployed file's own loop: :func:`tfrobust.evaluation.predict_logits` is the library's, but
+    ``tflite_tools`` sits below ``evaluation`` (docs/architecture.md).
+    """
     outs = []
     for start in range(0, len(x), batch_size):
         outs.append(np.asarray(model_fn(x[start:start + batch_size])))
@@ -62,10 +67,10 @@ def evaluate_deployed(deployed, x, y, *, source_model=None, attack=None, batch_s
     if attack is not None and source_model is None:
         raise ValueError("`attack` crafts examples on `source_model`, which is missing. Received: "
                          "source_model=None")
-    pred = _logits(deployed, x, batch_size).argmax(-1)
+    pred = batched_logits(deployed, x, batch_size).argmax(-1)
     src_acc = agree = robust = src_robust = None
     if source_model is not None:
-        src_pred = _logits(lambda b: source_model(b, training=False), x, batch_size).argmax(-1)
+        src_pred = batched_logits(lambda b: source_model(b, training=False), x, batch_size).argmax(-1)
         src_acc = float(np.mean(src_pred == y))
         agree = float(np.mean(src_pred == pred))
     if attack is not None:
@@ -73,12 +78,12 @@ def evaluate_deployed(deployed, x, y, *, source_model=None, attack=None, batch_s
                 for s in range(0, len(x), batch_size)]
         x_adv = np.concatenate(advs)
         src_robust = float(np.mean(
-            _logits(lambda b: source_model(b, training=False), x_adv, batch_size).argmax(-1) == y))
+            batched_logits(lambda b: source_model(b, training=False), x_adv, batch_size).argmax(-1) == y))
     if x_adv is not None:
         x_adv = np.asarray(x_adv)
         if x_adv.shape != x.shape:
             raise ValueError(f"`x_adv` must have the shape of `x`. Received: x_adv.shape={x_adv.shape}")
-        robust = float(np.mean(_logits(deployed, x_adv, batch_size).argmax(-1) == y))
+        robust = float(np.mean(batched_logits(deployed, x_adv, batch_size).argmax(-1) == y))
     name = None if attack is None else getattr(attack, "__name__", None) or getattr(
         getattr(attack, "func", None), "__name__", type(attack).__name__)
     return DeployedEvaluation(int(len(x)), float(np.mean(pred == y)), src_acc, agree, robust, src_robust,
