@@ -8,6 +8,7 @@ own package), and the modules must not import each other in a circle. No new dep
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "tfrobust"
@@ -139,3 +140,54 @@ def test_the_checker_sees_upward_and_root_imports(tmp_path):
     probe.write_text("import tfrobust\n\ndef f():\n    from tfrobust.attacks import pgd\n")
     bad = _violations(probe, here="tfrobust.layers._probe")
     assert len(bad) == 2 and "imports the package root" in bad[0] and "tfrobust.attacks" in bad[1]
+
+
+def _private_imports(tree) -> list[tuple[str, int]]:
+    """``tfrobust.<package>._<module>`` named by an import (``from tfrobust.p import _m`` too)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules = [(node.module, node.lineno)]
+            modules += [(f"{node.module}.{a.name}", node.lineno) for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+        else:
+            continue
+        for module, line in modules:
+            parts = module.split(".")
+            private = [p for p in parts[2:] if p.startswith("_") and not p.startswith("__")]
+            if parts[0] == "tfrobust" and private:
+                found.append((module, line))
+    return found
+
+
+def test_no_module_imports_a_private_module_of_another_package():
+    bad = []
+    for path in _files():
+        here = _module_name(path)
+        for module, line in _private_imports(ast.parse(path.read_text())):
+            if _package(module) != _package(here):
+                bad.append(f"{here}:{line} imports {module}")
+    assert not bad, "use the package's public or shared names:\n" + "\n".join(bad)
+
+
+def test_tests_and_notebooks_use_public_or_shared_names_only():
+    # tests/cli/ tests the CLI's own stages; the CLI's shared module is its owner's to draw.
+    repo = ROOT.parent
+    sources = [(p, p.read_text()) for p in sorted((repo / "tests").rglob("*.py"))
+               if "cli" not in p.relative_to(repo / "tests").parts[:1]]
+    for nb in sorted((repo / "colab").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        sources.append((nb, "\n".join(line for cell in code for line in cell.splitlines()
+                                       if not line.lstrip().startswith(("!", "%")))))
+    bad = [f"{path.relative_to(repo)}:{line} imports {module}"
+           for path, text in sources for module, line in _private_imports(ast.parse(text))]
+    assert not bad, "import the public name or the package's shared module:\n" + "\n".join(bad)
+
+
+def test_the_private_import_checker_sees_both_spellings():
+    tree = ast.parse("from tfrobust.layers._common import f\nfrom tfrobust.attacks import _common, pgd\n"
+                     "from tfrobust._version import __version__\nfrom tfrobust.layers.shared import f\n")
+    assert _private_imports(tree) == [("tfrobust.layers._common", 1), ("tfrobust.attacks._common", 2)]

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tfrobust import keras, layers, losses, models, trainers
-from tfrobust.compression import _masks
+from tfrobust.compression.shared import magnitude_masks
 from tfrobust.tflite_tools import convert
 
 
@@ -66,7 +66,7 @@ def test_layer_and_loss_numbers_share_the_finite_rule():
     with pytest.raises(ValueError, match=r"`m_plus` must be a finite number"):
         losses.MarginLoss(m_plus=float("inf"))
     with pytest.raises(ValueError, match=r"`sparsity` must be >= 0.0 and < 1.0"):
-        _masks._check_sparsity(1.0, "sparsity")
+        magnitude_masks(_tiny(), 1.0)
 
 
 def test_model_builders_refuse_numpy_floats_as_class_counts():

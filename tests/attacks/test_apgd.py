@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from tfrobust import attacks
-from tfrobust.attacks._apgd import checkpoints
+from tfrobust.attacks.shared import apgd_checkpoints as checkpoints
 
 
 @pytest.fixture(scope="module")

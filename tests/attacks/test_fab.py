@@ -7,7 +7,7 @@ from scipy.optimize import linprog
 
 from tfrobust import attacks
 from tfrobust._keras import keras
-from tfrobust.attacks._fab import project_hyperplane
+from tfrobust.attacks.shared import fab_project_hyperplane as project_hyperplane
 
 
 def _problem(seed, n=12, scale=1.0):

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfrobust.attacks import lbfgs, one_pixel
-from tfrobust.attacks._lbfgs import NORM_SMOOTHING, _value_and_grad_fn
+from tfrobust.attacks.shared import LBFGS_NORM_SMOOTHING, lbfgs_value_and_grad_fn
 
 
 def _pixel_model(images):
@@ -19,10 +19,10 @@ def test_lbfgs_objective_is_c_times_the_l2_norm_by_default(distance, power):
     x0 = tf.fill([2, 2, 2, 1], 0.3)
     w = x0 + tf.constant(np.random.default_rng(0).uniform(-0.1, 0.1, (2, 2, 2, 1)), tf.float32)
     labels, const = tf.constant([0, 0], tf.int64), tf.constant([0.5, 2.0])
-    total, *_ = _value_and_grad_fn(_pixel_model, False, distance)(w, x0, labels, const)
+    total, *_ = lbfgs_value_and_grad_fn(_pixel_model, False, distance)(w, x0, labels, const)
     sq = np.sum(np.square((w - x0).numpy()).reshape(2, -1), axis=1)
     p_y = tf.nn.softmax(_pixel_model(w)).numpy()[:, 0]
-    penalty = np.sqrt(sq + NORM_SMOOTHING) if power == 0.5 else sq
+    penalty = np.sqrt(sq + LBFGS_NORM_SMOOTHING) if power == 0.5 else sq
     np.testing.assert_allclose(float(total), np.sum(const.numpy() * penalty - np.log(1.0 - p_y)), rtol=1e-5)
 
 

@@ -192,9 +192,9 @@ def test_loss_variants_all_lower_accuracy(mlp_problem):
 def test_repeated_calls_do_not_retrace(mlp_problem):
     model, x, y = mlp_problem
     attacks.pgd(model, x, y, eps=0.05, step_size=0.01, steps=2)
-    from tfrobust.attacks import _common
+    from tfrobust.attacks.shared import CACHE
 
-    table = _common.CACHE._by_owner[model]
+    table = CACHE._by_owner[model]
     fns = list(table.values())
     before = [f.experimental_get_tracing_count() for f in fns]
     for eps in (0.01, 0.02, 0.03):  # new eps values and a smaller batch: no new trace

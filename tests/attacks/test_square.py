@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from tfrobust import attacks
-from tfrobust.attacks._square import _eta, _side
+from tfrobust.attacks.shared import square_eta, square_side
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +166,11 @@ def test_square_attacks_a_litert_interpreter(mlp_problem):
 
 def test_square_schedule_tables_follow_autoattack():
     # p = 0.8 on a 28x28 image: side round(sqrt(0.8 * 784)) = 25; L2 sides are odd and >= 3
-    assert _side(0.8, 28, 28, "linf") == 25
-    assert _side(0.8 / 512, 28, 28, "linf") == 1
-    assert _side(0.8 / 512, 28, 28, "l2") == 3
-    assert _side(0.1, 28, 28, "l2") % 2 == 1
-    e = _eta(5)
+    assert square_side(0.8, 28, 28, "linf") == 25
+    assert square_side(0.8 / 512, 28, 28, "linf") == 1
+    assert square_side(0.8 / 512, 28, 28, "l2") == 3
+    assert square_side(0.1, 28, 28, "l2") % 2 == 1
+    e = square_eta(5)
     assert np.isclose(np.sum(e ** 2), 1.0)
     assert np.all(e[:2] > 0) and np.all(e[2:] < 0)
 

@@ -7,7 +7,7 @@ from tfrobust import models
 from tfrobust.compression import decode_stream, deep_compress, load_stream_weights
 
 # Building blocks tested where they are defined (not part of the public compression API).
-from tfrobust.compression._deep_compression import Codebook, encode, kmeans_1d
+from tfrobust.compression.shared import Codebook, encode, kmeans_1d
 
 
 def _numpy_kmeans(values, k, iters=30):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 # The entropy coder of Deep Compression, tested where it is defined (not public compression API).
-from tfrobust.compression._huffman import huffman_code_lengths, huffman_decode, huffman_encode
+from tfrobust.compression.shared import huffman_code_lengths, huffman_decode, huffman_encode
 
 
 @pytest.mark.parametrize("symbols, alphabet", [

@@ -6,8 +6,7 @@ from tfrobust._keras import keras
 from tfrobust.compression import ActivationThreshold, count_macs, joint_prune
 
 # Building blocks tested where they are defined (not part of the public compression API).
-from tfrobust.compression._joint_pruning import insert_activation_thresholds
-from tfrobust.compression._masks import magnitude_masks
+from tfrobust.compression.shared import insert_activation_thresholds, magnitude_masks
 from tfrobust.testing import layer_test
 
 

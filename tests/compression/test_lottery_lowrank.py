@@ -4,7 +4,7 @@ import pytest
 from tfrobust import models
 from tfrobust._keras import keras
 from tfrobust.compression import compare_before_after, evaluate_model, factorize, lottery_ticket
-from tfrobust.compression._lowrank import choose_rank  # a building block, tested where it is defined
+from tfrobust.compression.shared import choose_rank  # a building block, tested on its own
 
 
 def test_lottery_ticket_prunes_per_round_and_reports_the_baselines(small_data, fashion_test):

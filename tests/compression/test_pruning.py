@@ -20,8 +20,7 @@ from tfrobust.compression import (
 )
 
 # Building blocks tested where they are defined (not part of the public compression API).
-from tfrobust.compression._pruning import wrapped_layers
-from tfrobust.compression._tfmot import tfmot
+from tfrobust.compression.shared import tfmot, wrapped_layers
 
 KERNELS = ("conv1", "conv2", "fc1", "logits")
 

@@ -17,8 +17,7 @@ from tfrobust.compression import (
 )
 
 # Building blocks tested where they are defined (not part of the public compression API).
-from tfrobust.compression._quantization import output_quantize_config_class, quantize_config_for
-from tfrobust.compression._tfmot import tfmot
+from tfrobust.compression.shared import output_quantize_config_class, quantize_config_for, tfmot
 
 qk = tfmot().quantization.keras
 

@@ -10,7 +10,7 @@ from tfrobust import compression, tflite_tools
 from tfrobust._keras import keras
 
 # Building blocks tested where they are defined (not part of the public compression API).
-from tfrobust.compression._structured import adjust_dropout_rate, apoz, unit_importance
+from tfrobust.compression.shared import adjust_dropout_rate, apoz, unit_importance
 from tfrobust.layers import ChannelActivationSuppressing, KWinnersTakeAll, ScaledWSConv2D
 
 L = keras.layers

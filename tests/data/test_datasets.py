@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from tfrobust import data
-from tfrobust.data import _datasets
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -80,7 +79,7 @@ def test_missing_dataset_error_lists_every_place_and_the_fix(tmp_path, monkeypat
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     missing = tmp_path / "no-debian"
     patched = dataclasses.replace(data.DATASETS["fashion_mnist"], debian_dirs=(str(missing),))
-    monkeypatch.setitem(_datasets.DATASETS, "fashion_mnist", patched)
+    monkeypatch.setitem(data.DATASETS, "fashion_mnist", patched)
     with pytest.raises(data.DatasetNotFoundError) as err:
         data.load_dataset("fashion_mnist", "train", data_dir=tmp_path / "mine", download=False)
     msg = str(err.value)

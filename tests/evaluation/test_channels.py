@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrobust import keras
-from tfrobust.evaluation import _channels as CH
+from tfrobust import evaluation, keras
+from tfrobust.evaluation.shared import normalized_entropy
 
 
 def _model(seed=0):
@@ -38,7 +38,8 @@ def test_counts_magnitudes_and_one_percent_rule_match_numpy(threshold):
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(40, 6, 6, 1)).astype(np.float32)
     y = rng.integers(0, 3, size=40)
-    stats = CH.channel_statistics(model, x, y, layers=["conv", "feat"], threshold=threshold, batch_size=16)
+    stats = evaluation.channel_statistics(model, x, y, layers=["conv", "feat"], threshold=threshold,
+                                          batch_size=16)
     conv = keras.Model(model.inputs, model.get_layer("conv").output)(x).numpy()
     feat = keras.Model(model.inputs, model.get_layer("feat").output)(x).numpy()
     for name, f in (("conv", conv), ("feat", feat)):
@@ -58,7 +59,8 @@ def test_one_percent_rule_on_hand_made_counts():
     inp = keras.Input((4,))
     feat = keras.layers.Activation("linear", name="f")(inp)
     model = keras.Model(inp, keras.layers.Dense(2, name="logits")(feat))
-    stats = CH.channel_statistics(model, gap.astype(np.float32), np.zeros(1000, np.int64), layers="f")["f"]
+    stats = evaluation.channel_statistics(model, gap.astype(np.float32), np.zeros(1000, np.int64),
+                                          layers="f")["f"]
     np.testing.assert_array_equal(stats.counts[0], [1000, 10, 11, 0])
     np.testing.assert_array_equal(stats.activated[0], [True, False, True, False])
     assert stats.images_per_class.tolist() == [1000, 0]
@@ -66,7 +68,7 @@ def test_one_percent_rule_on_hand_made_counts():
 
 
 def test_normalized_entropy_bounds():
-    ent = CH.normalized_entropy(np.array([[5, 5, 5, 5], [20, 0, 0, 0], [0, 0, 0, 0]]))
+    ent = normalized_entropy(np.array([[5, 5, 5, 5], [20, 0, 0, 0], [0, 0, 0, 0]]))
     np.testing.assert_allclose(ent[:2], [1.0, 0.0], atol=1e-12)
     assert np.isnan(ent[2])
 
@@ -76,13 +78,13 @@ def test_default_layer_is_the_classifier_input_and_comparison_runs(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.uniform(size=(24, 6, 6, 1)).astype(np.float32)
     y = rng.integers(0, 3, size=24)
-    comp = CH.compare_channel_statistics(model, x, y, eps=0.1, steps=3, seed=0)
+    comp = evaluation.compare_channel_statistics(model, x, y, eps=0.1, steps=3, seed=0)
     assert list(comp["natural"]) == ["feat"]
     assert set(comp["summary"]["feat"]) == {"natural", "adversarial"}
     # eps = 0 reproduces the natural statistics exactly.
-    same = CH.compare_channel_statistics(model, x, y, eps=0.0, steps=2)
+    same = evaluation.compare_channel_statistics(model, x, y, eps=0.0, steps=2)
     np.testing.assert_array_equal(same["natural"]["feat"].counts, same["adversarial"]["feat"].counts)
-    png = CH.plot_channel_statistics(comp, tmp_path / "channels.png", title="test")
+    png = evaluation.plot_channel_statistics(comp, tmp_path / "channels.png", title="test")
     assert png.stat().st_size > 1000
 
 
@@ -90,15 +92,15 @@ def test_bad_arguments_name_the_argument():
     model = _model()
     x = np.zeros((4, 6, 6, 1), np.float32)
     with pytest.raises(ValueError, match="`layers` names a layer"):
-        CH.channel_statistics(model, x, [0, 1, 2, 0], layers=["nope"])
+        evaluation.channel_statistics(model, x, [0, 1, 2, 0], layers=["nope"])
     with pytest.raises(ValueError, match=r"`y` must be class indices in \[0, 3\)"):
-        CH.channel_statistics(model, x, [0, 1, 2, 3])
+        evaluation.channel_statistics(model, x, [0, 1, 2, 3])
     with pytest.raises(ValueError, match="`x` must be a batch of the model's input shape"):
-        CH.channel_statistics(model, np.zeros((4, 5, 5, 1), np.float32), [0, 1, 2, 0])
+        evaluation.channel_statistics(model, np.zeros((4, 5, 5, 1), np.float32), [0, 1, 2, 0])
     with pytest.raises(ValueError, match="`relative` must be"):
-        CH.channel_statistics(model, x, [0, 1, 2, 0], relative=1.5)
+        evaluation.channel_statistics(model, x, [0, 1, 2, 0], relative=1.5)
     with pytest.raises(ValueError, match="`x` must be finite"):
-        CH.channel_statistics(model, np.full((4, 6, 6, 1), np.nan, np.float32), [0, 1, 2, 0])
+        evaluation.channel_statistics(model, np.full((4, 6, 6, 1), np.nan, np.float32), [0, 1, 2, 0])
     with pytest.raises(TypeError, match="`model` must be a built functional"):
-        CH.channel_statistics(lambda t: t, x, [0, 1, 2, 0])
+        evaluation.channel_statistics(lambda t: t, x, [0, 1, 2, 0])
     assert tf.executing_eagerly()

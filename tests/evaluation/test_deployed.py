@@ -5,7 +5,7 @@ import tensorflow as tf
 from tfrobust import attacks, evaluation, utils
 from tfrobust._keras import keras
 from tfrobust.evaluation import robust_accuracy_deployed
-from tfrobust.evaluation._deployed import ThroughInterpreter
+from tfrobust.evaluation.shared import ThroughInterpreter
 from tfrobust.tflite_tools import TFLiteModel, convert
 
 EPS = 0.05

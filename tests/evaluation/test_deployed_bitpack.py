@@ -11,10 +11,9 @@ from tfrobust import evaluation, utils
 from tfrobust._keras import keras
 from tfrobust.data import as_tf_dataset
 from tfrobust.evaluation import robust_accuracy_deployed
-from tfrobust.evaluation._deployed import _snap_to_inputs
+from tfrobust.evaluation.shared import snap_to_inputs
 from tfrobust.layers import BinaryDense
-from tfrobust.tflite_tools._bitpack import export_binary_c, generate_c, run_on_host
-from tfrobust.tflite_tools._bitpack_runner import BitpackRunner, CompileError
+from tfrobust.tflite_tools import BitpackRunner, CompileError, export_binary_c, generate_c, run_on_host
 
 L = keras.layers
 EPS = 0.1  # 25.5 pixel steps: rounding a float candidate to pixels may leave the ball
@@ -140,7 +139,7 @@ def test_snapping_lands_on_pixels_inside_the_ball_and_the_clip_range(rng, norm, 
     else:
         flat = d.reshape(64, -1)
         cand = np.clip(x + eps * (flat / np.linalg.norm(flat, axis=1, keepdims=True)).reshape(x.shape), 0, 1)
-    snapped = _snap_to_inputs(x, cand, eps, norm, 0.0, 1.0, (1 / 255, 0, 0, 255))
+    snapped = snap_to_inputs(x, cand, eps, norm, 0.0, 1.0, (1 / 255, 0, 0, 255))
     q = snapped.astype(np.float64) * 255
     np.testing.assert_allclose(q, np.round(q), atol=1e-3)  # on the pixel grid the program receives
     diff = (snapped.astype(np.float64) - x).reshape(64, -1)
@@ -168,7 +167,7 @@ def test_deployed_evaluation_on_the_c_program_confirms_every_success(bnn, crafte
     assert "BitpackRunner" in report.config["deployed"]
     clean = _pred(runner, x) == y
     assert report.clean_accuracy == pytest.approx(clean.mean())
-    snapped = _snap_to_inputs(x, np.clip(far, x - EPS, x + EPS), EPS, "linf", 0.0, 1.0, (1 / 255, 0, 0, 255))
+    snapped = snap_to_inputs(x, np.clip(far, x - EPS, x + EPS), EPS, "linf", 0.0, 1.0, (1 / 255, 0, 0, 255))
     expected = clean & (_pred(runner, snapped) != y)
     assert report.per_attack["transfer"]["broken"] == int(expected.sum())
     assert (clean & (_pred(runner, far) != y)).sum() > expected.sum()  # the guarded case occurs
