@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tfrobust import data, keras, models
-from tfrobust.evaluation._channels import compare_channel_statistics, plot_channel_statistics
+from tfrobust.evaluation import compare_channel_statistics, plot_channel_statistics
 from tfrobust.utils import atomic_write_json, atomic_write_text, environment, markdown_table, set_seed
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -62,14 +62,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="test images")
     parser.add_argument("--eps", type=float, default=None, help="default: the run's eps")
     parser.add_argument("--square_queries", type=int, default=5000)
-    parser.add_argument("--targets", type=int, default=3)
+    parser.add_argument("--targets", type=int, default=9, help="APGD-T targets (9 = AutoAttack, as standard)")
     parser.add_argument("--out", default="docs/deployment.md")
     args = parser.parse_args()
 
     import json
 
-    from tfrobust import data, utils
-    from tfrobust.cli._pipeline_stages import load_model
+    from tfrobust import compression, data, utils
     from tfrobust.evaluation import robust_accuracy, robust_accuracy_deployed
     from tfrobust.tflite_tools import TFLiteModel
 
@@ -80,7 +79,8 @@ def main() -> None:
     eps = args.eps if args.eps is not None else float(settings.get("eps", 0.1))
     seed = int(settings.get("seed", 0))
     x, y = data.load_dataset(settings.get("dataset", "fashion_mnist"), "test", limit=args.n)
-    source = load_model(run / "compressed.h5")
+    with compression.quantize_scope():  # compressed.h5 is the QAT model (TF-MOT wrappers)
+        source = utils.load_model(run / "compressed.h5")
     lite = TFLiteModel(run / "model_int8.tflite")
 
     t0 = time.perf_counter()

@@ -148,9 +148,7 @@ def main() -> None:
 
     from tfrobust import data, utils
     from tfrobust.evaluation import robust_accuracy, robust_accuracy_deployed
-    from tfrobust.tflite_tools import TFLiteModel, convert
-    from tfrobust.tflite_tools._bitpack import generate_c
-    from tfrobust.tflite_tools._bitpack_runner import BitpackRunner
+    from tfrobust.tflite_tools import BitpackRunner, TFLiteModel, convert, generate_c
 
     load_start = [round(v, 2) for v in os.getloadavg()]
     cpu0 = time.process_time()

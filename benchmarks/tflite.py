@@ -141,8 +141,7 @@ def run_binary(name, splits, args, cache, float_row):
     """The binary twins of ``name`` with the float model's budget: (a) binary weights, real
     activations, baked to int8 +-1 for the stock runtimes; (b) binary weights and activations,
     bit-packed C99 compiled with gcc and run on all test images."""
-    from tfrobust.tflite_tools._binary_int8 import binary_weight_report
-    from tfrobust.tflite_tools._bitpack import generate_c, run_on_host
+    from tfrobust.tflite_tools import binary_weight_report, generate_c, run_on_host
 
     (x_train, y_train), (x_test, y_test) = splits
     epochs, n_train = (1, len(x_train)) if args.quick else BUDGET[name]
