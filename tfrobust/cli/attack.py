@@ -6,11 +6,11 @@ Python: ``run(Config(model="m.keras", eps=0.1, out="runs/attack"))`` returns the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from tfrobust import attacks, evaluation, utils
 from tfrobust.cli import _common
@@ -61,9 +61,8 @@ def run(config: Config) -> dict:
     bs = config.batch_size
 
     start = time.perf_counter()
-    adv = np.concatenate([np.asarray(attack(model_fn, tf.constant(x[i:i + bs]), tf.constant(y[i:i + bs]),
-                                            seed=config.seed))
-                          for i in range(0, len(x), bs)])
+    adv = evaluation.attack_dataset(functools.partial(attack, seed=config.seed), model_fn, x, y,
+                                    batch_size=bs)
     seconds = time.perf_counter() - start
     clean = evaluation.accuracy(model_fn, x, y, batch_size=bs)
     adv_acc = evaluation.accuracy(model_fn, adv, y, batch_size=bs)

@@ -65,8 +65,8 @@ class Config(_common.DataConfig):
 def _load(path):
     if not Path(path).exists():
         raise FileNotFoundError(f"--model: no such file or folder. Received: model={path!r}")
-    with compression.prune_scope():
-        return keras.models.load_model(path)
+    with compression.prune_scope():  # a model still holding pruning wrappers loads too
+        return utils.load_model(path)
 
 
 def run(config: Config) -> dict:

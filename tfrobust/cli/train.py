@@ -101,7 +101,7 @@ def _make_trainer(config, model, steps_per_epoch, train_model=None):
             raise ValueError("distilling into a label-conditioned defense is not supported; pick "
                              "another --defense or drop --distill_from. "
                              f"Received: defense={config.defense!r}")
-        teachers = [keras.models.load_model(p, compile=False) for p in config.teacher_paths()]
+        teachers = [utils.load_model(p) for p in config.teacher_paths()]
         return trainers.Distiller(model, teacher=teachers if len(teachers) > 1 else teachers[0],
                                   temperature=config.distill_temperature, alpha=config.distill_alpha,
                                   **common)
@@ -154,8 +154,7 @@ def run(config: Config) -> dict:
     train_seconds = time.perf_counter() - start
     shutil.rmtree(out / "backup", ignore_errors=True)  # finished: nothing left to resume
     test_loss = trainer.evaluate(test_ds, verbose=0, return_dict=True)["loss"]
-    test_acc = float(np.mean(np.argmax(model.predict(data.as_tf_dataset(x_test, batch_size=512), verbose=0),
-                                       axis=1) == y_test))
+    test_acc = evaluation.accuracy(model, x_test, y_test, batch_size=512)
     robust = None
     robust_config = None
     if config.adv != "none":
