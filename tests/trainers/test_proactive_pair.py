@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfrobust import attacks, models, utils
-from tfrobust._keras import keras
+from tfrobust._keras import keras, keras3
 from tfrobust.trainers import AttackSpec, FeedbackLearning, ProactiveDefense, Trainer
 
 EPS = 0.1
@@ -122,3 +122,11 @@ def test_bad_pairs_and_callbacks_are_refused():
         _loop((compiled, compiled))
     with pytest.raises(TypeError, match="callbacks"):
         _loop(_pair()[1], callbacks=keras.callbacks.History())
+
+
+def test_inner_of_a_keras3_trainer_is_its_wrapped_model():
+    """A Keras 3 model's trainer is Trainer's Keras 3 twin (not a subclass): inner still unwraps it."""
+    model = models.get("small_cnn", flavour="keras3", width=4, dense_units=16)
+    trainer = Trainer(model)
+    trainer.compile(keras3.optimizers.Adam(1e-3))
+    assert _loop(trainer).inner is model

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from tfrobust import _validate as V
 from tfrobust import attacks
-from tfrobust._keras import check_keras_model, flavour, keras, keras3
+from tfrobust._keras import check_keras_model, flavour, for_keras3, keras, keras3
 from tfrobust.data import as_tf_dataset
 from tfrobust.evaluation import (
     accuracy_under,
@@ -141,7 +141,8 @@ class _RoundLoop:
     @property
     def inner(self):
         """The model that is saved/deployed (a trainer's wrapped model, else the model itself)."""
-        return self.model.model if isinstance(self.model, Trainer) else self.model
+        # A Keras 3 model's trainer is Trainer's Keras 3 twin, a class of its own (not a subclass).
+        return self.model.model if isinstance(self.model, (Trainer, for_keras3(Trainer))) else self.model
 
     def _state_path(self):
         return self.directory / "state.json"
