@@ -84,8 +84,13 @@ def test_default_layer_is_the_classifier_input_and_comparison_runs(tmp_path):
     # eps = 0 reproduces the natural statistics exactly.
     same = evaluation.compare_channel_statistics(model, x, y, eps=0.0, steps=2)
     np.testing.assert_array_equal(same["natural"]["feat"].counts, same["adversarial"]["feat"].counts)
+    import matplotlib
+
+    backend = matplotlib.get_backend()
     png = evaluation.plot_channel_statistics(comp, tmp_path / "channels.png", title="test")
-    assert png.stat().st_size > 1000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert matplotlib.get_backend() == backend  # no global backend switch (a notebook's inline plots)
+    assert [p.name for p in tmp_path.iterdir()] == ["channels.png"]  # atomic: no temp file left
 
 
 def test_bad_arguments_name_the_argument():

@@ -35,11 +35,13 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import numpy as np
 import tensorflow as tf
 
 from tfrobust import _validate as V
+from tfrobust import utils
 from tfrobust._keras import keras
 from tfrobust.attacks import pgd
 
@@ -264,14 +266,14 @@ def plot_channel_statistics(comparison: dict, path, *, classes=None, title: str 
     Returns:
       ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Deferred: matplotlib is heavy and only needed here. A bare Figure (no pyplot): no global
+    # backend switch, so a notebook's inline plots keep working.
+    from matplotlib.figure import Figure
 
     natural, adversarial = comparison["natural"], comparison["adversarial"]
     layers = list(natural)
-    fig, axes = plt.subplots(len(layers), 2, figsize=(11, 3.2 * len(layers)), squeeze=False)
+    fig = Figure(figsize=(11, 3.2 * len(layers)))
+    axes = fig.subplots(len(layers), 2, squeeze=False)
     for row, name in enumerate(layers):
         nat, adv = natural[name], adversarial[name]
         present = np.flatnonzero(nat.images_per_class > 0) if classes is None else np.asarray(classes)
@@ -300,6 +302,7 @@ def plot_channel_statistics(comparison: dict, path, *, classes=None, title: str 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    utils.atomic_write_bytes(path, buf.getvalue())
     return path
