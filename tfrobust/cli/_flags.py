@@ -1,9 +1,10 @@
 """absl flags declared once, from a command's frozen ``Config`` dataclass.
 
 A command module defines ``Config`` (each field made with :func:`setting`: its default and its help
-text), ``run(config) -> dict`` (the work, no flags read) and ``main(argv)``. ``tfrobust.cli.main``
-calls :func:`define` before parsing, so the flags of a command exist only when that command runs,
-and importing several command modules in one process (tests, notebooks) defines no flag at all.
+text; a ``tuple`` field becomes a comma-separated list flag), ``run(config) -> dict`` (the work, no
+flags read) and ``main(argv)``. ``tfrobust.cli.main`` calls :func:`define` before parsing, so the
+flags of a command exist only when that command runs, and importing several command modules in one
+process (tests, notebooks) defines no flag at all.
 
 Argument rules live in ``Config.__post_init__`` (with :mod:`tfrobust._validate`); a value they refuse
 becomes :class:`ConfigError`, which ``tfrobust.cli.main`` prints as one line with exit code 2, like
@@ -32,8 +33,11 @@ def setting(default=_REQUIRED, help: str = "", *, choices=None):  # noqa: A002 -
 
 
 def kind_of(field) -> str:
-    """``bool``, ``int``, ``float`` or ``str`` from the field's annotation (a string under PEP 563)."""
+    """``list``, ``bool``, ``int``, ``float`` or ``str`` from the field's annotation (a string under
+    PEP 563); a ``tuple`` field is a comma-separated list flag."""
     annotation = field.type if isinstance(field.type, str) else str(field.type)
+    if annotation.startswith("tuple"):
+        return "list"
     for kind in ("bool", "int", "float", "str"):
         if kind in annotation.replace("None", "").replace("|", " ").split():
             return kind
@@ -50,7 +54,9 @@ def define(config_cls, module_name: str, flag_values=flags.FLAGS) -> None:
         help_text = f.metadata.get("help", "")
         kind = kind_of(f)
         common = {"flag_values": flag_values, "module_name": module_name}
-        if kind == "str" and f.metadata.get("choices"):
+        if kind == "list":  # the parsed value is a list of strings; Config.__post_init__ converts it
+            flags.DEFINE_list(f.name, None if default is None else list(default), help_text, **common)
+        elif kind == "str" and f.metadata.get("choices"):
             flags.DEFINE_enum(f.name, default, list(f.metadata["choices"]), help_text, **common)
         elif kind == "str":
             flags.DEFINE_string(f.name, default, help_text, **common)

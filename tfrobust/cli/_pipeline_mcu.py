@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from tfrobust import attacks, data, models, utils
+from tfrobust import attacks, data, evaluation, models, utils
 from tfrobust._keras import keras
 from tfrobust.cli._pipeline_stages import Context, Settings, load_model
 
@@ -48,8 +48,15 @@ def SOURCE_PRESET(steps):  # noqa: N802 - a preset, named like the evaluation's 
 
 @dataclasses.dataclass
 class MCUSettings(Settings):
-    """The default target's settings plus the microcontroller ones (recorded in the report)."""
+    """The default target's settings plus the microcontroller ones (recorded in the report).
 
+    The defaults are ``tfrobust pipeline --target=mcu``'s (epochs, learning rate and QAT measured in
+    docs/mcu.md).
+    """
+
+    epochs: int = 12
+    lr: float = 2e-3
+    qat: bool = False
     target: str = "mcu"
     max_weight_bytes: int = 65536
     max_arena_bytes: int = 32768
@@ -234,7 +241,7 @@ def stage_train(ctx: Context) -> dict:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     utils.atomic_save_model(model, ctx.path("model.keras"))
     x_test, y_test = ctx.data("test")
-    acc = float(np.mean(np.argmax(model.predict(x_test, batch_size=500, verbose=0), 1) == y_test))
+    acc = evaluation.accuracy(model, x_test, y_test, batch_size=500)
     return {"width": width, "binary": s.binary, "params": int(model.count_params()), "test_accuracy": acc,
             "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu, 1),
             "guard_examples": int(n_guard), "history": history}
@@ -294,24 +301,21 @@ def stage_convert(ctx: Context) -> dict:
 def deployed_figures(s, deployed, source, x, y, x_test, y_test, *, verbose=True) -> dict:
     """Clean accuracy of ``deployed`` on the whole test set and its robust accuracy attacked as
     deployed on ``x, y``."""
-    from tfrobust.evaluation import robust_accuracy, robust_accuracy_deployed
-
-    preds = np.concatenate([np.argmax(np.asarray(deployed(x_test[i:i + 1000])), 1)
-                            for i in range(0, len(x_test), 1000)])
+    preds = evaluation.predict_labels(deployed, x_test, batch_size=1000)
     t0, c0 = time.perf_counter(), time.process_time()
     # Transfer examples from the source's gradient attacks only: Square runs on the deployed file
     # itself below, where its queries see the int8 decision (on the Keras model they cost as much
     # and only transfer).
-    source_report = robust_accuracy(source, x, y, eps=s.eps, preset=SOURCE_PRESET(s.apgd_steps), seed=s.seed,
-                                    model=source)
-    rep = robust_accuracy_deployed(deployed, source, x, y, eps=s.eps, steps=s.apgd_steps,
-                                   square_queries=s.square_queries, source_report=source_report, seed=s.seed,
-                                   verbose=verbose)
+    source_report = evaluation.robust_accuracy(source, x, y, eps=s.eps, preset=SOURCE_PRESET(s.apgd_steps),
+                                               seed=s.seed, model=source)
+    rep = evaluation.robust_accuracy_deployed(deployed, source, x, y, eps=s.eps, steps=s.apgd_steps,
+                                              square_queries=s.square_queries, source_report=source_report,
+                                              seed=s.seed, verbose=verbose)
     return {"test_accuracy": float(np.mean(preds == y_test)), "clean": rep.clean_accuracy,
             "robust": rep.robust_accuracy, "n": int(rep.num_examples),
             "eval_seconds": round(time.perf_counter() - t0, 1),
             "eval_cpu_seconds": round(time.process_time() - c0, 1), "report": rep.to_dict(),
-            "clean_mask": [bool(v) for v in np.argmax(np.asarray(deployed(x)), 1) == y],
+            "clean_mask": [bool(v) for v in evaluation.predict_labels(deployed, x, batch_size=1000) == y],
             "robust_mask": [bool(v) for v in rep.robust_mask]}
 
 

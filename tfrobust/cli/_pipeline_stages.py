@@ -115,10 +115,12 @@ def _fit(s: Settings, model, ds, *, lr, epochs, callbacks=(), train_model=None):
 
 
 def load_model(path):
-    from tfrobust.compression import quantize_scope
+    """A run folder's model (``.keras``, or the QAT ``compressed.h5``) through
+    :func:`tfrobust.utils.load_model` (uncompiled), with TF-MOT's quantization wrappers known."""
+    from tfrobust.compression import quantize_scope  # TF-MOT is imported when a stage loads a model
 
     with quantize_scope():
-        return keras.models.load_model(path)
+        return utils.load_model(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,9 +3,8 @@
 Each command lives in its own module with a frozen ``Config`` dataclass (one field per flag, see
 :mod:`tfrobust.cli._flags`; the dataset settings come from :class:`tfrobust.cli._common.DataConfig`),
 ``run(config) -> dict`` callable from Python, and ``main(argv)``; the flags are defined from
-``Config`` just before parsing. ``pipeline`` still defines its absl flags at import and has
-``run() -> int``. Only the chosen command's module is
-imported, so each command sees exactly its own flags; a bad flag (or a value its ``Config``
+``Config`` just before parsing. Only the chosen command's module is imported, so each command
+sees exactly its own flags; a bad flag (or a value its ``Config``
 refuses) ends the program with one line on stderr and exit code 2. ``--version`` prints the
 version and ``--helpfull`` every flag, both with exit code 0.
 
@@ -97,8 +96,7 @@ def _parse(argv):
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; expected one of: {', '.join(COMMANDS)}")
     module = importlib.import_module(COMMANDS[command][0])
-    if hasattr(module, "Config"):
-        _flags.define(module.Config, module.__name__)
+    _flags.define(module.Config, module.__name__)
     if any(a in ("-h", "--help", "--helpshort") for a in rest[1:]):
         print(f"usage: tfrobust {command} [--flag=value ...]\n")
         print(flags.FLAGS.module_help(module.__name__))
@@ -121,7 +119,7 @@ def _dispatch(parsed):
     command, module = parsed
     _tensorflow_logging(flags.FLAGS.verbose_tf or tf_logs_requested())
     try:
-        code = module.main([command]) if hasattr(module, "Config") else module.run()
+        code = module.main([command])
     except _flags.ConfigError as e:
         _fail(f"{command}: {e}")  # a refused flag value: exit 2, like absl's own flag errors
     except (ValueError, TypeError, FileNotFoundError) as e:

@@ -8,110 +8,203 @@ The README's main job. Every stage writes its artefacts atomically and ``stages/
 ``--resume`` continues an interrupted run from the first unfinished stage (with the same
 settings: a mismatch is refused). ``--flagfile=FILE`` (absl) reproduces a run; the settings,
 seeds and versions are recorded in ``report.json``.
+
+Python: ``run(Config(out="runs/p", train_subset=2000, epochs=1, eval_subset=100))`` runs the same
+stages and returns ``{"out", "target", "settings", "finished", "stopped_after", "report",
+"stage_seconds", "results"}`` (``results``: each finished stage's ``stages/<stage>.json``).
+``Config.settings()`` resolves the target's defaults into the settings the stages read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
 import time
 from pathlib import Path
 
-from absl import flags
+import tensorflow as tf
 
-from tfrobust.models import DEFENSES, names
+from tfrobust import _validate as V
+from tfrobust import data, models, utils
+from tfrobust.cli import _common, _pipeline_mcu, _pipeline_report, _pipeline_stages
+from tfrobust.cli import _flags as F
+from tfrobust.cli._flags import setting
+from tfrobust.cli._pipeline_mcu import MCUSettings
+from tfrobust.cli._pipeline_stages import Context, Settings
+from tfrobust.layers import BinaryConv2D, BinaryDense
 
-FLAGS = flags.FLAGS
-
-flags.DEFINE_string("out", "runs/pipeline", "Run folder (artefacts, report.md, report.json, plots/).")
-flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out from its first unfinished stage.")
-flags.DEFINE_enum("stop_after", None, ["choose", "train", "evaluate", "compress", "convert", "deploy_eval",
-                                       "frontier", "export_c"],
-                  "Stop after this stage (resume later with --resume).")
-flags.DEFINE_enum("target", "default", ["default", "mcu"], "default: the Keras model of --model, shipped as "
-                  "int8 for phones and TFLite Micro; mcu: a robust model inside a microcontroller budget "
-                  "(--max_weight_bytes, --max_arena_bytes).")
-flags.DEFINE_integer("max_weight_bytes", 65536, "--target=mcu: weight bytes of the deployed file (every "
-                     "constant buffer).", lower_bound=1)
-flags.DEFINE_integer("max_arena_bytes", 32768, "--target=mcu: TFLite Micro arena at batch 1.", lower_bound=1)
-flags.DEFINE_float("width", None, "--target=mcu: mcu_cnn width multiplier (default: the widest that fits).")
-flags.DEFINE_integer("apgd_steps", 100, "--target=mcu: APGD iterations of the deployed evaluation.",
-                     lower_bound=1)
-flags.DEFINE_integer("square_queries", 5000, "--target=mcu: Square queries of the deployed evaluation "
-                     "(0 skips Square).", lower_bound=0)
-flags.DEFINE_list("frontier", [], "--target=mcu: frontier variants of the trained model, e.g. "
-                  "prune0.25,prune0.5,prune0.75 (prune<fraction>: that fraction of every hidden layer's "
-                  "units removed, then fine-tuned and attacked as deployed; about 1.5 CPU-min each); "
-                  "empty (default): the shipped point only. benchmarks/mcu.py measures them.")
-flags.DEFINE_integer("frontier_subset", 500, "--target=mcu: evaluation images of the frontier points.",
-                     lower_bound=1)
-flags.DEFINE_integer("guard_examples", 500, "--target=mcu: held-out training images of the per-epoch "
-                     "PGD-10 guard against catastrophic overfitting.", lower_bound=1)
-flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "mnist"], "Dataset.")
-flags.DEFINE_enum("model", "small_cnn", names(), "Architecture (used when --defense=none).")
-flags.DEFINE_enum("defense", "none", sorted(DEFENSES), "Defense inserted in the small CNN.")
-flags.DEFINE_enum("adv", "fgsm_rs", ["none", "fgsm", "fgsm_rs", "pgd", "trades"], "Adversarial training.")
-flags.DEFINE_float("eps", 0.1, "L-inf radius for training and evaluation.", lower_bound=0.0)
-flags.DEFINE_integer("epochs", 3, "Training epochs.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
-flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0.0)
-flags.DEFINE_integer("train_subset", None, "Use the first N training images.", lower_bound=1)
-flags.DEFINE_integer("eval_subset", 1000, "Test images used for the robust evaluations.", lower_bound=1)
-flags.DEFINE_list("eps_curve", ["0", "0.025", "0.05", "0.075", "0.1", "0.15"], "Eps values of the curves.")
-flags.DEFINE_float("prune_sparsity", 0.5, "Magnitude-pruning sparsity (0 disables pruning).",
-                   lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_integer("finetune_epochs", 1, "Fine-tuning epochs after pruning and for QAT (with the --adv "
-                     "training attack).", lower_bound=1)
-flags.DEFINE_bool("qat", True, "Quantization-aware fine-tuning before int8 conversion.")
-flags.DEFINE_bool("binary", False, "Also convert to the binary int8 format (needs binary-weight layers: "
-                  "--model=binary_small_cnn or binary_madry_cnn).")
-flags.DEFINE_integer("gradient_free_examples", 20, "Images attacked by the one-pixel attack on the "
-                     "int8 interpreter (0 disables).", lower_bound=0)
-flags.DEFINE_integer("seed", 0, "Seed of every random choice.", lower_bound=0)
-flags.DEFINE_string("data_dir", None, "Folder searched first for the dataset.")
-
-
-def _settings():
-    from tfrobust.cli._pipeline_stages import Settings
-
-    try:
-        curve = tuple(float(v) for v in FLAGS.eps_curve)
-    except ValueError as e:
-        raise ValueError(f"--eps_curve must be comma-separated numbers. Received: {FLAGS.eps_curve}") from e
-    if any(v < 0 for v in curve):
-        raise ValueError(f"--eps_curve values must be >= 0. Received: {FLAGS.eps_curve}")
-    if FLAGS.eps not in curve:
-        curve = tuple(sorted((*curve, FLAGS.eps)))
-    return Settings(dataset=FLAGS.dataset, model=FLAGS.model, defense=FLAGS.defense, adv=FLAGS.adv,
-                    eps=FLAGS.eps, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr,
-                    train_subset=FLAGS.train_subset, eval_subset=FLAGS.eval_subset, eps_curve=curve,
-                    prune_sparsity=FLAGS.prune_sparsity, finetune_epochs=FLAGS.finetune_epochs,
-                    qat=FLAGS.qat, binary=FLAGS.binary, gradient_free_examples=FLAGS.gradient_free_examples,
-                    seed=FLAGS.seed, data_dir=FLAGS.data_dir)
-
-
-#: --target=mcu defaults where they differ from the default target's (measured in docs/mcu.md).
-MCU_DEFAULTS = {"epochs": 12, "lr": 2e-3, "qat": False}
-#: Flags of the default target that --target=mcu does not use (given explicitly: refused).
+TARGETS = {"default": (_pipeline_stages, _pipeline_report.stage_report),
+           "mcu": (_pipeline_mcu, _pipeline_mcu.stage_report_mcu)}
+#: Every stage ``--stop_after`` accepts (each target checks its own; ``report`` is the last anyway).
+STOPPABLE = tuple(s for s in dict.fromkeys(("choose", *_pipeline_stages.STAGES, *_pipeline_mcu.STAGES))
+                  if s != "report")
+#: The defaults of each target: the settings dataclasses hold them (declared there once).
+DEFAULT = {f.name: f.default for f in dataclasses.fields(Settings)}
+MCU = {f.name: f.default for f in dataclasses.fields(MCUSettings)}
+#: Settings of the default target that --target=mcu does not use (given: refused).
 NOT_MCU = ("model", "defense", "eps_curve", "prune_sparsity", "gradient_free_examples")
+#: Settings only --target=mcu uses (given with the default target: refused).
 ONLY_MCU = ("max_weight_bytes", "max_arena_bytes", "width", "apgd_steps", "square_queries", "frontier",
             "frontier_subset", "guard_examples")
+#: Settings whose default depends on the target.
+BY_TARGET = ("epochs", "lr", "qat")
 
 
-def _mcu_settings():
-    from tfrobust import _validate as V
-    from tfrobust.cli._pipeline_mcu import MCUSettings
+def _show(value):
+    if value is None or value == ():
+        return "none"
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
 
-    given = [f"--{name}" for name in NOT_MCU if FLAGS[name].present]
-    if given:
-        raise ValueError(f"{', '.join(given)} do(es) not apply to --target=mcu (it trains its own mcu_cnn "
-                         "and ships int8 without a defense layer or magnitude pruning). Received: "
-                         + " ".join(f"--{n}={FLAGS[n].value}" for n in NOT_MCU if FLAGS[n].present))
-    value = {name: FLAGS[name].value if FLAGS[name].present else default
-             for name, default in MCU_DEFAULTS.items()}
-    width = None if FLAGS.width is None else V.number("--width", FLAGS.width, minimum=0.0, open_min=True)
-    frontier = tuple(v.strip() for v in FLAGS.frontier if v.strip())
+
+def _target_setting(name: str, help: str, *, choices=None):  # noqa: A002 -- absl's word
+    """A setting left None ("not given") until :meth:`Config.settings` fills in the target's
+    default: the targets differ in it, or one target does not take it (and refuses it when given)."""
+    if name in BY_TARGET:
+        where = f"default {_show(DEFAULT[name])}; --target=mcu: {_show(MCU[name])}"
+    elif name in ONLY_MCU:
+        where = f"--target=mcu only; default {_show(MCU[name])}"
+    else:
+        where = f"default {_show(DEFAULT[name])}; not with --target=mcu"
+    return setting(None, f"{help} ({where}).", choices=choices)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(_common.DataConfig):
+    """Settings of ``tfrobust pipeline`` (each is also a flag of the same name).
+
+    A setting left None takes its target's default (:meth:`settings`); one the chosen target does
+    not take is refused when given.
+    """
+
+    out: str = setting("runs/pipeline", "Run folder (artefacts, report.md, report.json, plots/).")
+    resume: bool = setting(False, "Continue an interrupted run in --out from its first unfinished stage.")
+    stop_after: str | None = setting(None, "Stop after this stage (resume later with --resume).",
+                                     choices=STOPPABLE)
+    target: str = setting("default", "default: the Keras model of --model, shipped as int8 for phones and "
+                          "TFLite Micro; mcu: a robust model inside a microcontroller budget "
+                          "(--max_weight_bytes, --max_arena_bytes).", choices=tuple(TARGETS))
+    # Both targets.
+    adv: str = setting(DEFAULT["adv"], "Adversarial training.",
+                       choices=("none", "fgsm", "fgsm_rs", "pgd", "trades"))
+    eps: float = setting(DEFAULT["eps"], "L-inf radius for training and evaluation.")
+    batch_size: int = setting(DEFAULT["batch_size"], "Batch size.")
+    train_subset: int | None = setting(DEFAULT["train_subset"], "Use the first N training images.")
+    eval_subset: int = setting(DEFAULT["eval_subset"], "Test images used for the robust evaluations.")
+    finetune_epochs: int = setting(DEFAULT["finetune_epochs"], "Fine-tuning epochs after pruning and for "
+                                   "QAT (with the --adv training attack).")
+    binary: bool = setting(DEFAULT["binary"], "Also convert to the binary int8 format (needs binary-weight "
+                           "layers: --model=binary_small_cnn or binary_madry_cnn).")
+    seed: int = setting(DEFAULT["seed"], "Seed of every random choice.")
+    epochs: int | None = _target_setting("epochs", "Training epochs")
+    lr: float | None = _target_setting("lr", "Adam learning rate")
+    qat: bool | None = _target_setting("qat", "Quantization-aware fine-tuning before int8 conversion")
+    # The default target only.
+    model: str | None = _target_setting("model", "Architecture (used when --defense=none)",
+                                        choices=models.names())
+    defense: str | None = _target_setting("defense", "Defense inserted in the small CNN",
+                                          choices=sorted(models.DEFENSES))
+    eps_curve: tuple[float, ...] | None = _target_setting("eps_curve", "Eps values of the curves")
+    prune_sparsity: float | None = _target_setting("prune_sparsity", "Magnitude-pruning sparsity (0 "
+                                                   "disables pruning)")
+    gradient_free_examples: int | None = _target_setting(
+        "gradient_free_examples", "Images attacked by the one-pixel attack on the int8 interpreter (0 "
+        "disables)")
+    # --target=mcu only.
+    max_weight_bytes: int | None = _target_setting("max_weight_bytes", "Weight bytes of the deployed file "
+                                                   "(every constant buffer)")
+    max_arena_bytes: int | None = _target_setting("max_arena_bytes", "TFLite Micro arena at batch 1")
+    width: float | None = _target_setting("width", "mcu_cnn width multiplier (none: the widest that fits)")
+    apgd_steps: int | None = _target_setting("apgd_steps", "APGD iterations of the deployed evaluation")
+    square_queries: int | None = _target_setting("square_queries", "Square queries of the deployed "
+                                                 "evaluation (0 skips Square)")
+    frontier: tuple[str, ...] | None = _target_setting(
+        "frontier", "Frontier variants of the trained model, e.g. prune0.25,prune0.5,prune0.75 "
+        "(prune<fraction>: that fraction of every hidden layer's units removed, then fine-tuned and "
+        "attacked as deployed; about 1.5 CPU-min each, benchmarks/mcu.py measures them); none: the "
+        "shipped point only")
+    frontier_subset: int | None = _target_setting("frontier_subset", "Evaluation images of the frontier "
+                                                  "points")
+    guard_examples: int | None = _target_setting("guard_examples", "Held-out training images of the "
+                                                 "per-epoch PGD-10 guard against catastrophic overfitting")
+
+    def __post_init__(self):
+        _common.check_choices(self)
+        _common.check_bounds(self, eps=(0.0, None), batch_size=(1, None), train_subset=(1, None),
+                             eval_subset=(1, None), finetune_epochs=(1, None), seed=(0, None),
+                             epochs=(1, None), lr=(0.0, None), prune_sparsity=(0.0, 0.99),
+                             gradient_free_examples=(0, None), max_weight_bytes=(1, None),
+                             max_arena_bytes=(1, None), apgd_steps=(1, None), square_queries=(0, None),
+                             frontier_subset=(1, None), guard_examples=(1, None))
+        for name in ("resume", "binary", "qat"):
+            if getattr(self, name) is not None:
+                V.boolean(name, getattr(self, name))
+        if self.target == "mcu":
+            self._check_mcu()
+        else:
+            given = [f"--{name}" for name in ONLY_MCU if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} need(s) --target=mcu. Received: --target={self.target}")
+            if self.eps_curve is not None:
+                object.__setattr__(self, "eps_curve", _eps_curve(self.eps_curve))
+        stages = TARGETS[self.target][0].STAGES
+        if self.stop_after is not None and self.stop_after not in stages:
+            raise ValueError(f"--stop_after must be one of the stages of --target={self.target}: "
+                             f"{list(stages[:-1])}. Received: --stop_after={self.stop_after}")
+
+    def _check_mcu(self):
+        given = [name for name in NOT_MCU if getattr(self, name) is not None]
+        if given:
+            raise ValueError(f"{', '.join(f'--{n}' for n in given)} do(es) not apply to --target=mcu (it "
+                             "trains its own mcu_cnn and ships int8 without a defense layer or magnitude "
+                             "pruning). Received: " + " ".join(f"--{n}={getattr(self, n)}" for n in given))
+        if self.width is not None:
+            object.__setattr__(self, "width", V.number("--width", self.width, minimum=0.0, open_min=True))
+        if self.frontier is not None:
+            object.__setattr__(self, "frontier", _frontier(self.frontier))
+
+    def settings(self) -> Settings:
+        """The run's settings with the target's defaults filled in: what the stages read, what
+        ``report.json`` records and what ``--resume`` compares (a :class:`MCUSettings` for
+        ``target="mcu"``)."""
+        common = {"dataset": self.dataset, "data_dir": self.data_dir, "adv": self.adv, "eps": float(self.eps),
+                  "batch_size": self.batch_size, "train_subset": self.train_subset,
+                  "eval_subset": self.eval_subset, "finetune_epochs": self.finetune_epochs,
+                  "binary": self.binary, "seed": self.seed}
+        if self.target == "mcu":
+            mcu = {name: MCU[name] if getattr(self, name) is None else getattr(self, name)
+                   for name in (*BY_TARGET, *ONLY_MCU)}
+            mcu["lr"] = float(mcu["lr"])
+            # The MCU job trains mcu_cnn, curves only at eps, never prunes by magnitude.
+            return MCUSettings(**common, **mcu, model="mcu_cnn", eps_curve=(float(self.eps),),
+                               prune_sparsity=0.0, gradient_free_examples=0)
+        value = {name: DEFAULT[name] if getattr(self, name) is None else getattr(self, name)
+                 for name in (*BY_TARGET, *NOT_MCU)}
+        value["lr"], value["prune_sparsity"] = float(value["lr"]), float(value["prune_sparsity"])
+        if self.eps not in value["eps_curve"]:
+            value["eps_curve"] = tuple(sorted((*value["eps_curve"], float(self.eps))))
+        return Settings(**common, **value)
+
+
+def _items(value) -> list:
+    """A list setting's items: a list flag's strings, a Python sequence, or a comma-separated string."""
+    return value.split(",") if isinstance(value, str) else list(value)
+
+
+def _eps_curve(value) -> tuple:
+    try:
+        curve = tuple(float(v) for v in _items(value))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--eps_curve must be comma-separated numbers. Received: {value}") from e
+    if any(v < 0 for v in curve):
+        raise ValueError(f"--eps_curve values must be >= 0. Received: {value}")
+    return curve
+
+
+def _frontier(value) -> tuple:
+    items = _items(value)
+    frontier = tuple(str(v).strip() for v in items if str(v).strip())
     for name in frontier:
         fraction = name[len("prune"):] if name.startswith("prune") else ""
         try:
@@ -120,17 +213,8 @@ def _mcu_settings():
             ok = False
         if not ok:
             raise ValueError("--frontier items must be prune<fraction> with 0 < fraction < 1 (e.g. "
-                             f"prune0.5). Received: --frontier={','.join(FLAGS.frontier)}")
-    return MCUSettings(dataset=FLAGS.dataset, model="mcu_cnn", adv=FLAGS.adv, eps=FLAGS.eps,
-                       epochs=value["epochs"], batch_size=FLAGS.batch_size, lr=value["lr"],
-                       train_subset=FLAGS.train_subset, eval_subset=FLAGS.eval_subset, eps_curve=(FLAGS.eps,),
-                       prune_sparsity=0.0, finetune_epochs=FLAGS.finetune_epochs, qat=value["qat"],
-                       binary=FLAGS.binary, gradient_free_examples=0, seed=FLAGS.seed,
-                       data_dir=FLAGS.data_dir,
-                       max_weight_bytes=FLAGS.max_weight_bytes, max_arena_bytes=FLAGS.max_arena_bytes,
-                       width=width, apgd_steps=FLAGS.apgd_steps, square_queries=FLAGS.square_queries,
-                       frontier=frontier, frontier_subset=FLAGS.frontier_subset,
-                       guard_examples=FLAGS.guard_examples)
+                             f"prune0.5). Received: --frontier={','.join(map(str, items))}")
+    return frontier
 
 
 def _check_binary(settings):
@@ -138,9 +222,6 @@ def _check_binary(settings):
     (not after the training stage)."""
     if not settings.binary:
         return
-    from tfrobust import data, models
-    from tfrobust.layers import BinaryConv2D, BinaryDense
-
     model_name = settings.model if settings.defense == "none" else f"defended_cnn({settings.defense})"
     bakeable = []
     if settings.defense == "none":
@@ -166,31 +247,28 @@ def _fmt(seconds):
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def run() -> int:
-    from tfrobust import utils
-    from tfrobust.cli import _pipeline_mcu, _pipeline_report, _pipeline_stages
-    from tfrobust.cli._pipeline_stages import Context
+def run(config: Config) -> dict:
+    """Run the target's stages into ``config.out`` (skipping finished ones with ``resume``).
 
-    if FLAGS.target == "mcu":
-        settings = _mcu_settings()
-        table, report_stage = _pipeline_mcu, _pipeline_mcu.stage_report_mcu
-    else:
-        given = [f"--{name}" for name in ONLY_MCU if FLAGS[name].present]
-        if given:
-            raise ValueError(f"{', '.join(given)} need(s) --target=mcu. Received: --target={FLAGS.target}")
-        settings = _settings()
+    Turns on TensorFlow's op determinism for the process (a resumed run computes what a straight
+    one does). Returns ``{"out", "target", "settings", "finished", "stopped_after", "report",
+    "stage_seconds", "results"}``; ``results`` holds each finished stage's ``stages/<stage>.json``.
+
+    Raises:
+      ValueError: ``--binary`` without binary-weight layers; ``out`` holds a run and ``resume`` is
+        False, or a run with other settings.
+    """
+    settings = config.settings()
+    table, report_stage = TARGETS[config.target]
+    if config.target == "default":
         _check_binary(settings)
-        table, report_stage = _pipeline_stages, _pipeline_report.stage_report
     STAGES, WEIGHTS = table.STAGES, table.WEIGHTS
-    if FLAGS.stop_after is not None and FLAGS.stop_after not in STAGES:
-        raise ValueError(f"--stop_after must be one of the stages of --target={FLAGS.target}: "
-                         f"{list(STAGES[:-1])}. Received: --stop_after={FLAGS.stop_after}")
-    out = Path(FLAGS.out)
+    out = Path(config.out)
     state_path = out / "pipeline_state.json"
     fingerprint = _fingerprint(settings)
     if state_path.exists():
         state = json.loads(state_path.read_text())
-        if not FLAGS.resume:
+        if not config.resume:
             raise ValueError(f"{out} already holds a pipeline run; pass --resume to continue it or choose "
                              "another --out")
         if state["fingerprint"] != fingerprint:
@@ -202,11 +280,10 @@ def run() -> int:
     utils.atomic_write_json(state_path, state)
     ctx = Context(out, settings)
     functions = {**table.STAGE_FUNCTIONS, "report": report_stage}
-    import tensorflow as tf
-
     tf.config.experimental.enable_op_determinism()  # identical figures when a run is resumed
     start = time.perf_counter()
     spent_weight = 0.0
+    stopped_after = None
     for i, stage in enumerate(STAGES, 1):
         if stage in state["done"] and (out / f"stages/{stage}.json").exists():
             print(f"[{i}/{len(STAGES)}] {stage}: done earlier, skipped", flush=True)
@@ -229,11 +306,25 @@ def run() -> int:
         state["done"][stage] = round(seconds, 1)
         state["log"].append({"stage": stage, "event": "ran", "seconds": round(seconds, 1)})
         utils.atomic_write_json(state_path, state)
-        if FLAGS.stop_after == stage:
+        if config.stop_after == stage:
             print(f"stopped after {stage} (--stop_after); continue with --resume", flush=True)
-            return 0
+            stopped_after = stage
+            break
     report = (out / "report.md").resolve()
-    print(f"pipeline finished in {_fmt(time.perf_counter() - start)}", flush=True)
-    print(f"report: {report}", flush=True)
-    sys.stdout.flush()
+    if stopped_after is None:
+        print(f"pipeline finished in {_fmt(time.perf_counter() - start)}", flush=True)
+        print(f"report: {report}", flush=True)
+        sys.stdout.flush()
+    return {"out": str(out), "target": config.target, "settings": settings.to_dict(),
+            "finished": stopped_after is None, "stopped_after": stopped_after,
+            "report": str(report) if stopped_after is None else None,
+            "stage_seconds": dict(state["done"]),
+            "results": {stage: ctx.stage_result(stage) for stage in STAGES
+                        if stage in state["done"] and ctx.path(f"stages/{stage}.json").exists()}}
+
+
+def main(argv=None) -> int:
+    """absl layer: the parsed flags become a :class:`Config`."""
+    del argv
+    run(F.from_flags(Config))
     return 0
