@@ -25,6 +25,42 @@ class DataConfig:
     data_dir: str | None = setting(None, "Folder searched first for the dataset's IDX files.")
 
 
+#: The defenses of ``models.defended_cnn`` whose training path takes the labels (``[x, y] -> logits``).
+LABELLED = ("cas", "cifs", "pcl")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DefenseConfig:
+    """The ``defense`` setting of the commands that train a model (``train``, ``proactive``, ``feedback``).
+
+    A set defense builds ``models.defended_cnn`` fresh, in place of the command's architecture
+    setting; CAS, CIFS and PCL then train their label-conditioned path (:func:`defended_pair`).
+    """
+
+    defense: str = setting("none", "Defense inserted in the small CNN (tfrobust.models.defended_cnn), "
+                           "built fresh in place of the architecture setting; CAS, CIFS and PCL train "
+                           "their label-conditioned path.", choices=sorted(models.DEFENSES))
+
+
+def check_defense(config) -> None:
+    """``config.defense`` is one of ``models.DEFENSES``; a set one builds a fresh model, so it cannot
+    continue a saved ``config.model`` (the commands whose ``model`` is a file)."""
+    V.choice("defense", config.defense, sorted(models.DEFENSES))
+    if config.defense != "none" and config.model:
+        raise ValueError("--defense builds a fresh defended CNN and cannot continue a saved --model (a "
+                         "saved file holds only the inference model, without the label-conditioned "
+                         "training path of CAS/CIFS/PCL); drop one of them. "
+                         f"Received: model={config.model!r}, defense={config.defense!r}")
+
+
+def defended_pair(defense: str, input_shape, num_classes: int):
+    """``models.defended_cnn(defense)`` as ``(train_model, model)``; ``train_model`` is None unless
+    the defense is label-conditioned (CAS, CIFS, PCL), i.e. unless it differs from ``model``."""
+    train_model, model = models.defended_cnn(defense, input_shape=tuple(input_shape),
+                                             num_classes=num_classes, return_train_model=True)
+    return (None if train_model is model else train_model), model
+
+
 def check_choices(config) -> None:
     """Every field declared with ``choices`` (:func:`tfrobust.cli._flags.setting`) holds one of them."""
     for f in dataclasses.fields(config):
@@ -78,19 +114,25 @@ def load_split(config, split: str, limit: int | None):
 
 
 def trainable_model(config, input_shape, num_classes: int = 10):
-    """A compiled model: ``config.model`` loaded (trained weights kept) or ``config.arch`` built fresh.
+    """A compiled model: ``config.model`` loaded (trained weights kept), ``config.defense`` (when the
+    config has one and it is set) or ``config.arch`` built fresh.
 
-    Returns ``(model, pretrained)``.
+    Returns ``(model, pretrained)``; for a label-conditioned defense (CAS, CIFS, PCL) ``model`` is
+    the ``(train_model, model)`` pair the trainers accept, its inference model compiled.
     """
+    train_model = None
     if config.model:
         _, model = evaluation.load_model_fn(config.model)
         pretrained = True
+    elif getattr(config, "defense", "none") != "none":
+        train_model, model = defended_pair(config.defense, input_shape, num_classes)
+        pretrained = False
     else:
         model = models.get(config.arch, input_shape=tuple(input_shape), num_classes=num_classes)
         pretrained = False
     model.compile(optimizer=keras.optimizers.Adam(config.lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    return model, pretrained
+    return (model if train_model is None else (train_model, model)), pretrained
 
 
 def oracle_fn(path):

@@ -16,12 +16,13 @@ import numpy as np
 
 from tfrobust import attacks, data, evaluation, models, utils
 from tfrobust._keras import keras
+from tfrobust.cli import _common
 
 STAGES = ("train", "evaluate", "compress", "convert", "deploy_eval", "export_c", "report")
 #: Expected share of the total run time per stage (for the first ETA; refined as stages finish).
 WEIGHTS = {"train": 0.35, "evaluate": 0.2, "compress": 0.2, "convert": 0.05, "deploy_eval": 0.12,
            "export_c": 0.05, "report": 0.03}
-LABELLED = ("cas", "cifs", "pcl")
+LABELLED = _common.LABELLED
 
 
 @dataclasses.dataclass

@@ -2,7 +2,8 @@
 
 Each round measures every class's mean minimal perturbation ``d_c``, spends the adversarial budget
 on the weakest classes, retrains, and reports per-class robust accuracy and its inequality
-(:class:`tfrobust.trainers.FeedbackLearning`, arXiv:1909.05443). Checkpoints go to
+(:class:`tfrobust.trainers.FeedbackLearning`, arXiv:1909.05443). ``--defense`` trains the defended
+CNN instead of ``--arch`` (CAS, CIFS and PCL through their label-conditioned path). Checkpoints go to
 ``out/checkpoints``; rerunning with the same ``--out`` resumes.
 Python: ``run(Config(out="runs/fb", train_subset=1000, rounds=1))`` returns the result dict.
 """
@@ -22,15 +23,14 @@ ATTACKS = ("fgsm", "pgd")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Config:
+class Config(_common.DataConfig, _common.DefenseConfig):
     """Settings of ``tfrobust feedback`` (each is also a flag of the same name)."""
 
     out: str = setting(help="Output folder (feedback.json, feedback.md, model.keras, checkpoints/).")
-    model: str | None = setting(None, "Saved model to continue from (.keras/.h5); unset: train --arch.")
-    arch: str = setting("small_cnn", "Architecture from tfrobust.models when --model is unset.",
-                        choices=models.names())
-    dataset: str = setting("fashion_mnist", "Dataset.", choices=_common.DATASETS)
-    data_dir: str | None = setting(None, "Folder searched first for the dataset's IDX files.")
+    model: str | None = setting(None, "Saved model to continue from (.keras/.h5); unset: build --defense "
+                                "or --arch.")
+    arch: str = setting("small_cnn", "Architecture from tfrobust.models when --model and --defense are "
+                        "unset.", choices=models.names())
     train_subset: int | None = setting(10000, "Use the first N training images (unset: all).")
     test_subset: int | None = setting(1000, "Evaluate on the first N test images (unset: all).")
     attack: str = setting("fgsm", "Attack generating the training examples.", choices=ATTACKS)
@@ -51,6 +51,7 @@ class Config:
 
     def __post_init__(self):
         _common.check_common(self)
+        _common.check_defense(self)
         V.choice("attack", self.attack, ATTACKS)
         V.choice("eval_attack", self.eval_attack, ATTACKS)
         V.integer("steps", self.steps, minimum=1)
@@ -86,7 +87,8 @@ def run(config: Config) -> dict:
           f"{last['robust_accuracy']:.4f}, Gini of per-class robust accuracy "
           f"{last['inequality_robust']['gini']:.4f}")
     result = {**report, "model": str(model_path), "dataset": config.dataset, "config": F.describe(config)}
-    title = f"### Feedback learning ({config.dataset}, {len(x_test)} test images)"
+    defense = "" if config.defense == "none" else f", defense {config.defense}"
+    title = f"### Feedback learning ({config.dataset}{defense}, {len(x_test)} test images)"
     return _common.write_report(config.out, "feedback", result, f"{title}\n\n{table}")
 
 

@@ -1,8 +1,9 @@
 """``tfrobust proactive``: proactive defense rounds (attack A patches, attack B held out); JSON + Markdown.
 
-Trains ``--arch`` from scratch (or continues a saved ``--model``), then for each round attacks the
-training set with A, retrains on clean + adversarial images and reports clean accuracy, accuracy
-under A and under B (:class:`tfrobust.trainers.ProactiveDefense`). Checkpoints go to
+Trains ``--arch`` from scratch (or ``--defense``'s defended CNN: CAS, CIFS and PCL train their
+label-conditioned path, attacked on the inference model; or continues a saved ``--model``), then
+for each round attacks the training set with A, retrains on clean + adversarial images and reports
+clean accuracy, accuracy under A and under B (:class:`tfrobust.trainers.ProactiveDefense`). Checkpoints go to
 ``out/checkpoints``: rerunning with the same ``--out`` resumes after the last finished round.
 Python: ``run(Config(out="runs/pro", train_subset=1000, rounds=1))`` returns the result dict.
 """
@@ -22,15 +23,14 @@ ATTACKS = ("fgsm", "pgd")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Config:
+class Config(_common.DataConfig, _common.DefenseConfig):
     """Settings of ``tfrobust proactive`` (each is also a flag of the same name)."""
 
     out: str = setting(help="Output folder (proactive.json, proactive.md, model.keras, checkpoints/).")
-    model: str | None = setting(None, "Saved model to continue from (.keras/.h5); unset: train --arch.")
-    arch: str = setting("small_cnn", "Architecture from tfrobust.models when --model is unset.",
-                        choices=models.names())
-    dataset: str = setting("fashion_mnist", "Dataset.", choices=_common.DATASETS)
-    data_dir: str | None = setting(None, "Folder searched first for the dataset's IDX files.")
+    model: str | None = setting(None, "Saved model to continue from (.keras/.h5); unset: build --defense "
+                                "or --arch.")
+    arch: str = setting("small_cnn", "Architecture from tfrobust.models when --model and --defense are "
+                        "unset.", choices=models.names())
     train_subset: int | None = setting(10000, "Use the first N training images (unset: all).")
     test_subset: int | None = setting(1000, "Evaluate on the first N test images (unset: all).")
     attack: str = setting("fgsm", "Attack A, used to augment the training set.", choices=ATTACKS)
@@ -45,6 +45,7 @@ class Config:
 
     def __post_init__(self):
         _common.check_common(self)
+        _common.check_defense(self)
         V.choice("attack", self.attack, ATTACKS)
         V.choice("holdout_attack", self.holdout_attack, ATTACKS)
         V.integer("steps", self.steps, minimum=1)
@@ -72,7 +73,8 @@ def run(config: Config) -> dict:
     print(f"after {config.rounds} rounds: clean {last['clean_accuracy']:.4f}, under A "
           f"{last['attack_accuracy']:.4f}, under B {last['holdout_accuracy']:.4f}")
     result = {**report, "model": str(model_path), "dataset": config.dataset, "config": F.describe(config)}
-    title = f"### Proactive defense ({config.dataset}, {len(x_test)} test images)"
+    defense = "" if config.defense == "none" else f", defense {config.defense}"
+    title = f"### Proactive defense ({config.dataset}{defense}, {len(x_test)} test images)"
     return _common.write_report(config.out, "proactive", result, f"{title}\n\n{table}")
 
 

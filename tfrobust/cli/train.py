@@ -31,13 +31,13 @@ ADV = ("none", "fgsm", "fgsm_rs", "pgd", "trades")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Config(_common.DataConfig):
-    """Settings of ``tfrobust train`` (each is also a flag of the same name)."""
+class Config(_common.DataConfig, _common.DefenseConfig):
+    """Settings of ``tfrobust train`` (each is also a flag of the same name; ``--defense`` replaces
+    ``--model``)."""
 
     out: str = setting(help="Output folder (model.keras, metrics.json, checkpoints).")
-    model: str = setting("small_cnn", "Architecture from tfrobust.models.", choices=models.names())
-    defense: str = setting("none", "Defense inserted in the small CNN (tfrobust.models.defended_cnn); "
-                           "replaces --model.", choices=sorted(models.DEFENSES))
+    model: str = setting("small_cnn", "Architecture from tfrobust.models (unless --defense is set).",
+                         choices=models.names())
     epochs: int = setting(1, "Training epochs.")
     batch_size: int = setting(128, "Batch size.")
     lr: float = setting(1e-3, "Adam learning rate.")
@@ -120,10 +120,7 @@ def run(config: Config) -> dict:
     if config.defense == "none":
         model = models.get(config.model, input_shape=info.image_shape, num_classes=info.num_classes)
     else:
-        train_model, model = models.defended_cnn(config.defense, input_shape=info.image_shape,
-                                                 num_classes=info.num_classes, return_train_model=True)
-        if train_model is model:  # not label-conditioned
-            train_model = None
+        train_model, model = _common.defended_pair(config.defense, info.image_shape, info.num_classes)
     train_ds = data.as_tf_dataset(x_train, y_train, batch_size=config.batch_size, shuffle=True,
                                   seed=config.seed)
     if config.random_erasing > 0:
