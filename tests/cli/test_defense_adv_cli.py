@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tfrobust._keras import keras
-from tfrobust.cli import _pipeline_stages as stages
+from tfrobust.cli import shared as stages
 
 
 def run_cli(*args, timeout=300):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tfrobust import models
-from tfrobust.cli._pipeline_mcu import MCUSettings, OverfittingGuard, _pgd_accuracy, train_guarded
+from tfrobust.cli.shared import MCUSettings, OverfittingGuard, pgd_accuracy, train_guarded
 
 
 def test_guard_keeps_the_best_epoch_and_flags_a_pgd_collapse():
@@ -59,4 +59,4 @@ def test_train_guarded_ends_with_the_weights_of_its_best_epoch(tiny):
     assert [h["method"] for h in history] == ["fgsm_rs", "fgsm_rs"]
     assert not any("guard" in h for h in history)
     best = max(h["guard_pgd10"] for h in history)
-    assert _pgd_accuracy(model, xg, yg, s.eps, s.seed) == best
+    assert pgd_accuracy(model, xg, yg, s.eps, s.seed) == best

@@ -96,8 +96,7 @@ def test_pipeline_bad_flags(args, fragment, tmp_path):
 
 @pytest.mark.slow
 def test_binary_pipeline_deploys_a_binary_int8_file(tmp_path, fashion_test):
-    from tfrobust.tflite_tools import TFLiteModel
-    from tfrobust.tflite_tools._binary_int8 import binary_weight_report
+    from tfrobust.tflite_tools import TFLiteModel, binary_weight_report
 
     out = tmp_path / "bin"
     res = run_cli(*TINY, "--model=binary_small_cnn", "--binary", "--prune_sparsity=0", "--noqat",

@@ -12,10 +12,9 @@ import json
 import pytest
 from absl import flags
 
-from tfrobust.cli import _flags
 from tfrobust.cli import pipeline as P
-from tfrobust.cli._pipeline_mcu import MCUSettings
-from tfrobust.cli._pipeline_stages import Settings
+from tfrobust.cli import shared
+from tfrobust.cli.shared import MCUSettings, Settings
 
 # One FGSM-RS epoch of small_cnn on 256 images; the train stage also scores the 10,000 test images.
 TINY = {"train_subset": 256, "epochs": 1, "batch_size": 64, "eval_subset": 16, "eps_curve": (0.0, 0.1)}
@@ -56,18 +55,18 @@ def test_config_refuses_bad_values(kwargs, fragment):
 
 def test_flags_are_declared_from_the_config_once():
     fv = flags.FlagValues()
-    _flags.define(P.Config, "tfrobust.cli.pipeline", flag_values=fv)
+    shared.define(P.Config, "tfrobust.cli.pipeline", flag_values=fv)
     assert {f.name for f in dataclasses.fields(P.Config)} <= set(fv)
     fv(["tfrobust pipeline", "--eps_curve=0,0.05", "--noqat", "--out=/tmp/x"])
-    config = _flags.from_flags(P.Config, fv)
+    config = shared.from_flags(P.Config, fv)
     assert config.eps_curve == (0.0, 0.05) and config.qat is False and config.model is None
     fv.unparse_flags()
     fv(["tfrobust pipeline", "--target=mcu", "--frontier=prune0.25,prune0.5"])
-    assert _flags.from_flags(P.Config, fv).settings().frontier == ("prune0.25", "prune0.5")
+    assert shared.from_flags(P.Config, fv).settings().frontier == ("prune0.25", "prune0.5")
     fv.unparse_flags()
     fv(["tfrobust pipeline", "--target=mcu", "--model=small_cnn"])
-    with pytest.raises(_flags.ConfigError, match=r"--model do\(es\) not apply"):
-        _flags.from_flags(P.Config, fv)
+    with pytest.raises(shared.ConfigError, match=r"--model do\(es\) not apply"):
+        shared.from_flags(P.Config, fv)
 
 
 def test_run_stops_after_train_and_refuses_a_second_run_in_the_folder(tmp_path):
