@@ -31,7 +31,6 @@ from absl import logging as absl_logging  # noqa: E402
 
 from tfrobust._version import __version__  # noqa: E402
 from tfrobust.cli import _flags  # noqa: E402
-from tfrobust_launch import tf_logs_requested  # noqa: E402
 
 flags.DEFINE_bool("verbose_tf", False, "Keep all of TensorFlow's start-up and INFO logs (also: "
                   "TFROBUST_TF_LOGS=1).")
@@ -117,7 +116,10 @@ def _parse(argv):
 
 def _dispatch(parsed):
     command, module = parsed
-    _tensorflow_logging(flags.FLAGS.verbose_tf or tf_logs_requested())
+    # TFROBUST_TF_LOGS is read here as in tfrobust_launch.tf_logs_requested; not imported from it:
+    # the launcher imports this module, and the dependency runs one way (launcher -> cli).
+    env_logs = os.environ.get("TFROBUST_TF_LOGS", "").strip() not in ("", "0")
+    _tensorflow_logging(flags.FLAGS.verbose_tf or env_logs)
     try:
         code = module.main([command])
     except _flags.ConfigError as e:
