@@ -10,6 +10,11 @@ def test_table_formats_cells_and_escapes_pipes():
     assert text.splitlines() == ["| name | value |", "|---|--:|", "| a\\|b | 0.1235 |", "| c | — |"]
 
 
+def test_empty_cells_are_one_space_wide():
+    text = markdown_table(["a", "b", "c"], [["**total**", "", 3]])
+    assert text.splitlines()[-1] == "| **total** | | 3 |"
+
+
 def test_rows_and_align_must_match_the_headers():
     with pytest.raises(ValueError, match="every row must have 2 cells"):
         markdown_table(["a", "b"], [[1]])

@@ -11,12 +11,17 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _line(cells) -> str:
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
+
+
 def markdown_table(headers, rows, *, align=None) -> str:
     """A GitHub-flavoured Markdown table.
 
     Args:
       headers: column titles.
-      rows: iterables of cells (``None`` -> an em dash, floats to 4 significant digits, ``|`` escaped).
+      rows: iterables of cells (``None`` -> an em dash, floats to 4 significant digits, ``|`` escaped;
+        an empty string stays an empty cell, written ``| |``, e.g. under a total row's label).
       align: optional per-column ``"l"``, ``"r"`` or ``"c"`` (default: left).
 
     Returns:
@@ -34,10 +39,10 @@ def markdown_table(headers, rows, *, align=None) -> str:
     if len(align) != len(headers):
         raise ValueError(f"`align` must give one entry per column ({len(headers)}). "
                          f"Received: align={align!r}")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
+    lines = [_line(headers), "|" + "|".join(marks[a] for a in align) + "|"]
     for row in rows:
         cells = [_cell(v) for v in row]
         if len(cells) != len(headers):
             raise ValueError(f"every row must have {len(headers)} cells. Received: a row with {len(cells)}")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_line(cells))
     return "\n".join(lines)
