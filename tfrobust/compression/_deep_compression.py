@@ -36,6 +36,7 @@ from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._huffman import huffman_decode, huffman_encode
 from tfrobust.compression._masks import MaskCallback, kernel_layers, magnitude_masks
 from tfrobust.data import as_tf_dataset
+from tfrobust.utils import markdown_table
 
 __all__ = [
     "Codebook",
@@ -280,12 +281,13 @@ class DeepCompressionResult:
                 "layers": self.layers}
 
     def to_markdown(self) -> str:
-        lines = ["| layer | weights | kept | k | r = nb/(n log2 k + kb) | index bits/entry | "
-                 "gap bits/entry | fillers | encoded bytes |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in self.layers:
-            lines.append(f"| {r['layer']} | {r['weights']} | {r['kept']:.2%} | {r['k']} | "
-                         f"{r['clustering_rate']:.2f} | {r['index_bits_per_entry']:.2f} | "
-                         f"{r['gap_bits_per_entry']:.2f} | {r['fillers']} | {r['record_bytes']} |")
+        lines = [markdown_table(
+            ["layer", "weights", "kept", "k", "r = nb/(n log2 k + kb)", "index bits/entry", "gap bits/entry",
+             "fillers", "encoded bytes"],
+            [[r["layer"], r["weights"], f"{r['kept']:.2%}", r["k"], f"{r['clustering_rate']:.2f}",
+              f"{r['index_bits_per_entry']:.2f}", f"{r['gap_bits_per_entry']:.2f}", r["fillers"],
+              r["record_bytes"]]
+             for r in self.layers])]
         lines.append(f"\nWhole model: {self.dense_bytes} float32 bytes -> {self.encoded_bytes} encoded bytes "
                      f"(**{self.compression_ratio:.1f}x**, biases stored as float32); clustering rate "
                      f"r = {self.clustering_rate:.2f}.")

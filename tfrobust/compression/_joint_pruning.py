@@ -33,6 +33,7 @@ from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._graph import replace_layers
 from tfrobust.compression._masks import MaskCallback, kernel_layers, magnitude_masks
 from tfrobust.data import as_tf_dataset
+from tfrobust.utils import markdown_table
 
 __all__ = ["ActivationThreshold", "JointPruningResult", "LayerMACs", "MACReport", "count_macs",
            "insert_activation_thresholds", "joint_prune"]
@@ -138,14 +139,12 @@ class MACReport:
 
     def to_markdown(self) -> str:
         n = max(self.examples, 1)
-        lines = ["| layer | weight sparsity | input activation sparsity | dense MACs/example | "
-                 "effective MACs/example | saved |", "|---|---|---|---|---|---|"]
-        for r in self.layers:
-            lines.append(f"| {r.layer} | {r.weight_sparsity:.2%} | {r.input_sparsity:.2%} | "
-                         f"{r.dense / n:,.0f} | {r.effective / n:,.0f} | {r.saved:.2%} |")
-        lines.append(f"| **total** | | | {self.dense / n:,.0f} | {self.effective / n:,.0f} | "
-                     f"**{self.saved:.2%}** |")
-        return "\n".join(lines) + "\n"
+        rows = [[r.layer, f"{r.weight_sparsity:.2%}", f"{r.input_sparsity:.2%}", f"{r.dense / n:,.0f}",
+                 f"{r.effective / n:,.0f}", f"{r.saved:.2%}"] for r in self.layers]
+        rows.append(["**total**", "", "", f"{self.dense / n:,.0f}", f"{self.effective / n:,.0f}",
+                     f"**{self.saved:.2%}**"])
+        return markdown_table(["layer", "weight sparsity", "input activation sparsity", "dense MACs/example",
+                               "effective MACs/example", "saved"], rows) + "\n"
 
 
 def _layer_macs(layer, x):

@@ -29,7 +29,7 @@ from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._masks import MaskCallback, kernel_layers, magnitude_masks, mask_sparsity
 from tfrobust.data import as_tf_dataset
-from tfrobust.utils import set_seed
+from tfrobust.utils import markdown_table, set_seed
 
 __all__ = ["LotteryResult", "lottery_ticket"]
 
@@ -45,15 +45,12 @@ class LotteryResult:
         return {"rows": self.rows, "config": self.config}
 
     def to_markdown(self) -> str:
-        lines = ["| round | weights kept | ticket (rewound) | random re-init, same epochs (Scratch-E) | "
-                 "random re-init, Scratch-B (epochs) |", "|---|---|---|---|---|"]
-        for r in self.rows:
-            if r["round"] == 0:
-                lines.append(f"| 0 (dense) | 100.0% | {r['ticket']:.4f} | - | - |")
-            else:
-                lines.append(f"| {r['round']} | {1 - r['sparsity']:.1%} | {r['ticket']:.4f} | "
-                             f"{r['scratch_e']:.4f} | {r['scratch_b']:.4f} ({r['scratch_b_epochs']}) |")
-        return "\n".join(lines) + "\n"
+        rows = [["0 (dense)", "100.0%", f"{r['ticket']:.4f}", "-", "-"] if r["round"] == 0 else
+                [r["round"], f"{1 - r['sparsity']:.1%}", f"{r['ticket']:.4f}", f"{r['scratch_e']:.4f}",
+                 f"{r['scratch_b']:.4f} ({r['scratch_b_epochs']})"] for r in self.rows]
+        headers = ["round", "weights kept", "ticket (rewound)", "random re-init, same epochs (Scratch-E)",
+                   "random re-init, Scratch-B (epochs)"]
+        return markdown_table(headers, rows) + "\n"
 
 
 def _fresh(model, seed):

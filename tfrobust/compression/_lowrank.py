@@ -25,6 +25,7 @@ import numpy as np
 
 from tfrobust._keras import check_tf_keras_model, keras
 from tfrobust.compression._graph import replace_layers
+from tfrobust.utils import markdown_table
 
 __all__ = ["FactorizationReport", "choose_rank", "factorize"]
 
@@ -50,11 +51,10 @@ class FactorizationReport:
         return dataclasses.asdict(self)
 
     def to_markdown(self) -> str:
-        lines = ["| layer | shape | rank K | energy kept | weights before | weights after | replaced |",
-                 "|---|---|---|---|---|---|---|"]
-        for r in self.layers:
-            lines.append(f"| {r['layer']} | {r['shape']} | {r['rank']} | {r['energy']:.4f} | "
-                         f"{r['weights_before']} | {r['weights_after']} | {r['replaced']} |")
+        lines = [markdown_table(
+            ["layer", "shape", "rank K", "energy kept", "weights before", "weights after", "replaced"],
+            [[r["layer"], r["shape"], r["rank"], f"{r['energy']:.4f}", r["weights_before"],
+              r["weights_after"], r["replaced"]] for r in self.layers])]
         lines.append(f"\nModel parameters: {self.params_before} -> {self.params_after} "
                      f"({self.params_before / max(self.params_after, 1):.2f}x fewer).")
         return "\n".join(lines) + "\n"

@@ -31,7 +31,7 @@ import numpy as np
 from tfrobust import _validate as V
 from tfrobust._keras import check_tf_keras_model, keras, tf_keras_for_tfmot
 from tfrobust.compression._tfmot import tfmot
-from tfrobust.utils import atomic_save_model
+from tfrobust.utils import atomic_save_model, markdown_table
 
 __all__ = [
     "LayerSparsity",
@@ -290,11 +290,10 @@ class SparsityReport:
                             "sparsity": r.sparsity} for r in self.layers]}
 
     def to_markdown(self) -> str:
-        lines = ["| layer | weights | zeros | sparsity |", "|---|---|---|---|"]
-        lines += [f"| {r.layer} | {r.weights} | {r.zeros} | {r.sparsity:.4f} |" for r in self.layers]
-        lines.append(f"| **all** | {sum(r.weights for r in self.layers)} | "
-                     f"{sum(r.zeros for r in self.layers)} | {self.overall:.4f} |")
-        return "\n".join(lines) + "\n"
+        rows = [[r.layer, r.weights, r.zeros, f"{r.sparsity:.4f}"] for r in self.layers]
+        rows.append(["**all**", sum(r.weights for r in self.layers), sum(r.zeros for r in self.layers),
+                     f"{self.overall:.4f}"])
+        return markdown_table(["layer", "weights", "zeros", "sparsity"], rows) + "\n"
 
 
 def _kernel_sparsity(model, prefix=""):

@@ -71,6 +71,7 @@ from tfrobust.layers import (
     StochasticActivationPruning,
 )
 from tfrobust.trainers import AdversarialTrainer
+from tfrobust.utils import markdown_table
 
 __all__ = ["IterativePruningResult", "ScratchResult", "UnitPruningResult", "adjust_dropout_rate",
            "apoz", "prune_units", "prune_units_iteratively", "scratch_baselines", "unit_importance"]
@@ -684,9 +685,8 @@ class UnitPruningResult:
                 "score": self.score, "param_ratio": self.param_ratio, "mac_ratio": self.mac_ratio}
 
     def to_markdown(self) -> str:
-        lines = ["| layer | units before | after | removed |", "|---|---|---|---|"]
-        for name, (a, b) in self.units.items():
-            lines.append(f"| {name} | {a} | {b} | {1 - b / a:.1%} |")
+        lines = [markdown_table(["layer", "units before", "after", "removed"],
+                                [[name, a, b, f"{1 - b / a:.1%}"] for name, (a, b) in self.units.items()])]
         lines += ["", f"Parameters {self.params[0]:,} -> {self.params[1]:,} ({self.param_ratio:.2f}x fewer); "
                       f"MACs per example {self.macs[0]:,} -> {self.macs[1]:,} ({self.mac_ratio:.2f}x fewer)."]
         for name, (a, b) in self.dropout.items():
@@ -841,16 +841,16 @@ class IterativePruningResult:
 
     def to_markdown(self) -> str:
         val = any("val_accuracy" in r for r in self.rows)
-        lines = ["| round | units | params | MACs/example | fine-tune epochs | s |"
-                 + (" val. accuracy |" if val else ""), "|---|---|---|---|---|---|" + ("---|" if val else "")]
+        headers = ["round", "units", "params", "MACs/example", "fine-tune epochs", "s"]
+        headers += ["val. accuracy"] if val else []
+        rows = []
         for r in self.rows:
-            units = ", ".join(f"{k} {v}" for k, v in r["units"].items())
-            line = (f"| {r['round']} | {units} | {r['params']:,} | {r['macs']:,} | {r['epochs']} | "
-                    f"{r['seconds']:.0f} |")
+            row = [r["round"], ", ".join(f"{k} {v}" for k, v in r["units"].items()), f"{r['params']:,}",
+                   f"{r['macs']:,}", r["epochs"], f"{r['seconds']:.0f}"]
             if val:
-                line += f" {r['val_accuracy']:.4f} |" if "val_accuracy" in r else " - |"
-            lines.append(line)
-        return "\n".join(lines) + "\n"
+                row.append(f"{r['val_accuracy']:.4f}" if "val_accuracy" in r else "-")
+            rows.append(row)
+        return markdown_table(headers, rows) + "\n"
 
 
 def prune_units_iteratively(model, amount, x, y, *, rounds: int = 3, score: str = "apoz", epochs: int = 1,
@@ -966,10 +966,9 @@ class ScratchResult:
         return {"rows": self.rows, "config": self.config}
 
     def to_markdown(self) -> str:
-        lines = ["| training | epochs | accuracy | s |", "|---|---|---|---|"]
-        for r in self.rows:
-            lines.append(f"| {r['name']} | {r['epochs']} | {r['accuracy']:.4f} | {r['seconds']:.0f} |")
-        return "\n".join(lines) + "\n"
+        return markdown_table(["training", "epochs", "accuracy", "s"],
+                              [[r["name"], r["epochs"], f"{r['accuracy']:.4f}", f"{r['seconds']:.0f}"]
+                               for r in self.rows]) + "\n"
 
 
 def scratch_baselines(pruned, original, x, y, x_test, y_test, *, epochs: int, lr: float = 1e-3,
