@@ -14,6 +14,7 @@ from tfrobust.tflite_tools import _convert
 from tfrobust.tflite_tools._evaluate import batched_logits
 from tfrobust.tflite_tools._names import layer_from_name
 from tfrobust.tflite_tools._runtime import TFLiteModel
+from tfrobust.utils import markdown_table
 
 QAT_ADVICE = ("QAT: fine-tune with fake quantization in the loop "
               "(`tfrobust.compression.quantize(model)`, 1-2 epochs at a lower learning rate, then "
@@ -58,18 +59,18 @@ class QuantizationDiagnosis:
     def to_markdown(self) -> str:
         acc = "" if self.float_accuracy is None else (
             f" (accuracy float {self.float_accuracy:.4f}, int8 {self.int8_accuracy:.4f})")
+        errors = markdown_table(
+            ["layer", "tensor scale", "RMSE", "RMSE/scale", "relative error", "added by this layer"],
+            [[e.layer, f"{e.scale:.4g}", f"{e.rmse:.4g}", f"{e.rmse_over_scale:.3f}",
+              f"{e.relative_error:.3f}", f"{e.added_error:+.3f}"] for e in self.layers])
+        remedies = markdown_table(
+            ["remedy", "agreement", "where it runs", "note"],
+            [[r["remedy"], "-" if r["agreement"] is None else f"{r['agreement']:.4f}", r["runs_on"],
+              r["note"]] for r in self.remedies])
         lines = [f"int8 agrees with the float model on **{self.agreement:.4f}** of the inputs{acc}.", "",
-                 "| layer | tensor scale | RMSE | RMSE/scale | relative error | added by this layer |",
-                 "|---|---|---|---|---|---|"]
-        for e in self.layers:
-            lines.append(f"| {e.layer} | {e.scale:.4g} | {e.rmse:.4g} | {e.rmse_over_scale:.3f} | "
-                         f"{e.relative_error:.3f} | {e.added_error:+.3f} |")
-        lines += ["", f"Layers that lose most: {', '.join(self.worst_layers) or 'none'}.", "",
-                  "| remedy | agreement | where it runs | note |", "|---|---|---|---|"]
-        for r in self.remedies:
-            agree = "-" if r["agreement"] is None else f"{r['agreement']:.4f}"
-            lines.append(f"| {r['remedy']} | {agree} | {r['runs_on']} | {r['note']} |")
-        lines += [""] + [f"- {n}" for n in self.notes]
+                 errors, "", f"Layers that lose most: {', '.join(self.worst_layers) or 'none'}.", "",
+                 remedies, ""]
+        lines += [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from tfrobust.tflite_tools import _flatbuffer
+from tfrobust.utils import markdown_table
 
 
 def measure_latency(model_bytes, *, threads=(1, 2), repeats: int = 200, warmup: int = 20,
@@ -112,6 +113,10 @@ def _fmt_bytes(n) -> str:
     return "-" if n is None else f"{n:,}"
 
 
+def _fmt_sparsity(s) -> str:
+    return "-" if s is None else f"{s:.3f}"
+
+
 def report_markdown(report: dict, *, title: str = "TFLite model") -> str:
     """Render :func:`model_report` as a Markdown section (summary table + constant tensors)."""
     tflm = report.get("tflm")
@@ -121,29 +126,26 @@ def report_markdown(report: dict, *, title: str = "TFLite model") -> str:
         tflm_cell = f"yes, arena {_fmt_bytes(tflm['arena_size'])} B"
     else:
         tflm_cell = "no: " + "; ".join(f"{m['op']} ({', '.join(m['layers'])})" for m in tflm["missing_ops"])
-    lines = [f"### {title}", "", "| property | value |", "|---|---|",
-             f"| size | {_fmt_bytes(report['size_bytes'])} B |",
-             f"| gzipped | {_fmt_bytes(report['gzip_bytes'])} B |",
-             f"| constant (weight) bytes | {_fmt_bytes(report['weight_bytes'])} B |",
-             f"| input | {report['input']['dtype']} {report['input']['shape']} |",
-             f"| output | {report['output']['dtype']} {report['output']['shape']} |",
-             "| ops | " + ", ".join(f"{k} x{v}" for k, v in report["op_counts"].items()) + " |",
-             f"| TFLite Micro | {tflm_cell} |"]
-    for t, lat in (report.get("latency_ms") or {}).items():
-        lines.append(f"| batch-1 latency, {t} thread(s) | {lat['median_ms']:.3f} ms median "
-                     f"[{lat['min_ms']:.3f}-{lat['max_ms']:.3f}], {lat['repeats']} runs |")
+    summary = [["size", f"{_fmt_bytes(report['size_bytes'])} B"],
+               ["gzipped", f"{_fmt_bytes(report['gzip_bytes'])} B"],
+               ["constant (weight) bytes", f"{_fmt_bytes(report['weight_bytes'])} B"],
+               ["input", f"{report['input']['dtype']} {report['input']['shape']}"],
+               ["output", f"{report['output']['dtype']} {report['output']['shape']}"],
+               ["ops", ", ".join(f"{k} x{v}" for k, v in report["op_counts"].items())],
+               ["TFLite Micro", tflm_cell]]
+    summary += [[f"batch-1 latency, {t} thread(s)", f"{lat['median_ms']:.3f} ms median "
+                 f"[{lat['min_ms']:.3f}-{lat['max_ms']:.3f}], {lat['repeats']} runs"]
+                for t, lat in (report.get("latency_ms") or {}).items()]
+    lines = [f"### {title}", "", markdown_table(["property", "value"], summary)]
     if report.get("kernels"):
-        lines += ["", "| layer kernel | op | shape | bytes in file | sparsity | distinct values "
-                  "(most per channel) | LUT index bits |", "|---|---|---|---|---|---|---|"]
-        for k in report["kernels"]:
-            sp = "-" if k["sparsity"] is None else f"{k['sparsity']:.3f}"
-            lines.append(f"| `{k['layer']}` | {k['op']} | {k['shape']} | {_fmt_bytes(k['nbytes'])} | {sp} "
-                         f"| {k['unique_values']} ({k['max_unique_per_channel']}) "
-                         f"| {k['lut_bits'] or '-'} |")
-    lines += ["", "| constant tensor | dtype | shape | bytes | sparsity |", "|---|---|---|---|---|"]
-    for t in report["tensors"]:
-        if t["constant"]:
-            sp = "-" if t["sparsity"] is None else f"{t['sparsity']:.3f}"
-            lines.append(f"| `{t['name']}` | {t['dtype']}{' (per-channel)' if t['per_channel'] else ''} "
-                         f"| {t['shape']} | {_fmt_bytes(t['bytes'])} | {sp} |")
+        lines += ["", markdown_table(
+            ["layer kernel", "op", "shape", "bytes in file", "sparsity", "distinct values (most per channel)",
+             "LUT index bits"],
+            [[f"`{k['layer']}`", k["op"], k["shape"], _fmt_bytes(k["nbytes"]), _fmt_sparsity(k["sparsity"]),
+              f"{k['unique_values']} ({k['max_unique_per_channel']})", k["lut_bits"] or "-"]
+             for k in report["kernels"]])]
+    lines += ["", markdown_table(
+        ["constant tensor", "dtype", "shape", "bytes", "sparsity"],
+        [[f"`{t['name']}`", f"{t['dtype']}{' (per-channel)' if t['per_channel'] else ''}", t["shape"],
+          _fmt_bytes(t["bytes"]), _fmt_sparsity(t["sparsity"])] for t in report["tensors"] if t["constant"]])]
     return "\n".join(lines) + "\n"
