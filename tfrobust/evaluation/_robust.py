@@ -26,6 +26,7 @@ from tfrobust._version import __version__
 from tfrobust.attacks import shared as C
 from tfrobust.evaluation import _checks
 from tfrobust.evaluation._accuracy import as_arrays, predict_labels
+from tfrobust.utils import markdown_table
 
 #: AutoAttack's rand version for stochastic models: APGD-CE and APGD-DLR, EOT over 20 passes, no
 #: restarts (Croce & Hein 2020; auto-attack ``version='rand'``).
@@ -122,15 +123,14 @@ class RobustnessReport:
     def to_markdown(self) -> str:
         """A Markdown section: accuracies, the per-attack cascade table, configuration, warnings."""
         c = self.config
+        table = markdown_table(
+            ["attack", "points attacked", "newly broken", "robust accuracy after", "seconds", "settings"],
+            [[name, r["attacked"], r["broken"], f"{r['robust_accuracy']:.4f}", f"{r['seconds']:.2f}",
+              ", ".join(f"{k}={v}" for k, v in r["config"].items())] for name, r in self.per_attack.items()])
         lines = [f"### Robust accuracy ({c['preset']} preset, {c['norm']} eps={c['eps']:g})", "",
                  f"- clean accuracy: **{self.clean_accuracy:.4f}** on {self.num_examples} examples",
                  f"- robust accuracy: **{self.robust_accuracy:.4f}** (correct under every attack below)", "",
-                 "| attack | points attacked | newly broken | robust accuracy after | seconds | settings |",
-                 "|---|---|---|---|---|---|"]
-        for name, r in self.per_attack.items():
-            settings = ", ".join(f"{k}={v}" for k, v in r["config"].items())
-            lines.append(f"| {name} | {r['attacked']} | {r['broken']} | {r['robust_accuracy']:.4f} | "
-                         f"{r['seconds']:.2f} | {settings} |")
+                 table]
         lines += ["", f"Configuration: cascade={c['cascade']}, EOT samples={c['eot_samples']}, "
                       f"BPDA={c['bpda']}, clip=[{c['clip_min']:g}, {c['clip_max']:g}], seed={c['seed']}, "
                       f"batch_size={c['batch_size']}."]
