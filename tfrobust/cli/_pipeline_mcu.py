@@ -472,38 +472,39 @@ def stage_report_mcu(ctx: Context) -> dict:
         f"seed {s.seed}. "
         "Every figure below is read from or measured on the deployed file. Settings and versions: "
         "`report.json`.", "",
-        "| stage | figure | value |", "|---|---|---|",
-        "| choose | widths tried (weights / arena of the int8 batch-1 file) | "
-        + ", ".join(_tried(t) for t in choose["tried"]) + " |",
-        f"| train | parameters; Keras test accuracy | {train['params']:,}; {_pct(train['test_accuracy'])} |",
-        "| train | held-out PGD-10 per epoch | "
-        + ", ".join(f"{h['guard_pgd10']:.3f}" + (" (guard)" if "guard" in h else "")
-                    for h in train["history"])
-        + " |",
-        f"| compress | steps | {'; '.join(res['compress']['steps'])} |",
-        f"| convert | deployed weights (every constant buffer) | **{budget['weight_bytes']:,} B** "
-        f"(budget {budget['max_weight_bytes']:,} B) |",
-        f"| convert | TFLite Micro arena, batch 1 | **{budget['arena_bytes']:,} B** "
-        f"(budget {budget['max_arena_bytes']:,} B) |",
-        f"| convert | .tflite file | {budget['file_bytes']:,} B ({conv['mode']}"
-        f"{', 1-bit LUT' if conv['lut'] else ''}) |",
-        f"| convert | int8 file predicts the Keras model's class (first 1000 test images) | "
-        f"{_pct(conv.get('int8_agreement'))} |",
-        f"| deploy | int8 test accuracy (LiteRT, {len(ctx.data('test')[1]):,} images) | "
-        f"{_pct(dep['test_accuracy'])} |",
-        f"| deploy | clean / robust accuracy of the int8 file attacked as deployed, eps {s.eps} "
-        f"({dep['n']} images) | {_pct(dep['clean'])} / **{_pct(dep['robust'])}** |",
-        f"| deploy | robust accuracy after each component | {per} |",
-        f"| deploy | method | {dep['robust_method']}; APGD {s.apgd_steps} steps, Square "
-        f"{s.square_queries} queries |",
-        f"| export | C array for TFLite Micro | `{res['export_c']['header']}` (arena constant "
-        f"{res['export_c']['arena_size']} B) |",
+        utils.markdown_table(["stage", "figure", "value"], [
+            ["choose", "widths tried (weights / arena of the int8 batch-1 file)",
+             ", ".join(_tried(t) for t in choose["tried"])],
+            ["train", "parameters; Keras test accuracy",
+             f"{train['params']:,}; {_pct(train['test_accuracy'])}"],
+            ["train", "held-out PGD-10 per epoch",
+             ", ".join(f"{h['guard_pgd10']:.3f}" + (" (guard)" if "guard" in h else "")
+                       for h in train["history"])],
+            ["compress", "steps", "; ".join(res["compress"]["steps"])],
+            ["convert", "deployed weights (every constant buffer)",
+             f"**{budget['weight_bytes']:,} B** (budget {budget['max_weight_bytes']:,} B)"],
+            ["convert", "TFLite Micro arena, batch 1",
+             f"**{budget['arena_bytes']:,} B** (budget {budget['max_arena_bytes']:,} B)"],
+            ["convert", ".tflite file",
+             f"{budget['file_bytes']:,} B ({conv['mode']}{', 1-bit LUT' if conv['lut'] else ''})"],
+            ["convert", "int8 file predicts the Keras model's class (first 1000 test images)",
+             _pct(conv.get("int8_agreement"))],
+            ["deploy", f"int8 test accuracy (LiteRT, {len(ctx.data('test')[1]):,} images)",
+             _pct(dep["test_accuracy"])],
+            ["deploy", f"clean / robust accuracy of the int8 file attacked as deployed, eps {s.eps} "
+             f"({dep['n']} images)", f"{_pct(dep['clean'])} / **{_pct(dep['robust'])}**"],
+            ["deploy", "robust accuracy after each component", per],
+            ["deploy", "method",
+             f"{dep['robust_method']}; APGD {s.apgd_steps} steps, Square {s.square_queries} queries"],
+            ["export", "C array for TFLite Micro",
+             f"`{res['export_c']['header']}` (arena constant {res['export_c']['arena_size']} B)"],
+        ]),
         "", "## Size / robustness frontier", "",
-        "| configuration | weight bytes | arena bytes | clean | robust | images |",
-        "|---|---|---|---|---|---|",
+        utils.markdown_table(
+            ["configuration", "weight bytes", "arena bytes", "clean", "robust", "images"],
+            [[p["name"], f"{p['weight_bytes']:,}", f"{p['arena_bytes']:,}", _pct(p["clean"]),
+              _pct(p["robust"]), p["n"]] for p in points]),
     ]
-    lines += [f"| {p['name']} | {p['weight_bytes']:,} | {p['arena_bytes']:,} | {_pct(p['clean'])} | "
-              f"{_pct(p['robust'])} | {p['n']} |" for p in points]
     if len(points) == 1:
         lines += ["", "The shipped point only: `--frontier=prune0.25,prune0.5,prune0.75` adds structurally "
                   "pruned variants (docs/mcu.md has them for the default run)."]

@@ -101,67 +101,68 @@ def stage_report(ctx) -> dict:
     std = ev["standard"]
     report = {"settings": s.to_dict(), "environment": utils.environment(), "results": res, "plots": plots}
     utils.atomic_write_json(ctx.path("report.json"), report)
+    rows = [
+        ["train", f"test accuracy (Keras, {ctx.data('test')[1].shape[0]} images)",
+         _pct(res["train"]["test_accuracy"])],
+        ["evaluate", f"clean / robust accuracy, `standard` preset, eps {s.eps} ({s.eval_subset} images)",
+         f"{_pct(std['clean_accuracy'])} / {_pct(std['robust_accuracy'])}"],
+    ]
+    if "adaptive" in ev:
+        rows.append(["evaluate", "robust accuracy, `adaptive` preset",
+                     _pct(ev["adaptive"]["robust_accuracy"])])
+    for step in comp["steps"]:
+        rows.append(["compress", f"{step['step']}: accuracy / robust accuracy (fast preset)",
+                     f"{_pct(step['accuracy'])} / {_pct(step['robust_accuracy'])}"])
+    if comp.get("sparsity"):
+        kernels = res["tflite_report"].get("kernels") or []
+        rows.append(["compress", "kernel sparsity per layer, read from the deployed int8 .tflite "
+                     f"(requested {_pct(s.prune_sparsity)})",
+                     ", ".join(f"{k['layer']} {_pct(k['sparsity'])}" for k in kernels)])
+    rows += [
+        ["convert", "float / int8 .tflite size",
+         f"{conv['float']['bytes']:,} / {conv['int8']['bytes']:,} bytes ({conv['int8_vs_float_size']:.2f}x)"],
+        ["deploy", "int8 .tflite test accuracy (LiteRT)", _pct(dep["int8_test_accuracy"])],
+    ]
+    if "binary" in conv:
+        rows.append(["deploy", f"binary-int8 .tflite ({conv['binary']['bytes']:,} bytes) test accuracy "
+                     "(LiteRT)", _pct(dep.get("binary_test_accuracy"))])
+    at_eps = [p for p in dep["int8_eps_curve_transfer_pgd20"] if p["eps"] == s.eps]
+    if at_eps:
+        rows.append(["deploy", f"int8 accuracy under PGD-20 transferred from Keras, eps {s.eps}",
+                     _pct(at_eps[0]["accuracy"])])
+    if "int8_one_pixel" in dep:
+        op = dep["int8_one_pixel"]
+        rows.append(["deploy", f"int8 accuracy under a {op['pixels']}-pixel attack run on the interpreter "
+                     f"({op['examples']} images)",
+                     f"{_pct(op['accuracy'])} (clean {_pct(op['clean_accuracy_same_examples'])})"])
+    deployed = dep.get("deployed_robustness") or {}
+    if deployed:
+        rows.append(["deploy", f"compressed Keras model, `standard` preset, eps {s.eps}",
+                     _pct(deployed["compressed_standard"]["robust_accuracy"])])
+    for name in ("int8", "binary"):
+        if name in deployed:
+            d = deployed[name]
+            parts = ", ".join(f"{k} {_pct(v['robust_accuracy'])}" for k, v in d["per_attack"].items())
+            rows.append(["deploy", f"{name} .tflite robust accuracy attacked as deployed (worst case), "
+                         f"eps {s.eps}", f"**{_pct(d['robust_accuracy'])}**; transfer alone "
+                         f"{_pct(d['config']['transfer_only_robust_accuracy'])}; after each component: "
+                         f"{parts}"])
+    tflm = res["tflite_report"].get("tflm") or {}
+    if tflm.get("supported"):
+        tflm_text = f"runs, arena {tflm.get('arena_size')} bytes"
+    else:
+        tflm_text = "not supported: " + json.dumps(tflm.get("missing_ops"))
+    rows += [
+        ["export", "C array for TFLite Micro", f"`{res['export_c'].get('header', 'c/model.h')}`"],
+        ["export", "TFLite Micro", tflm_text],
+    ]
     lines = [
         "# tfrobust pipeline report", "",
         f"Dataset `{s.dataset}`, model `{s.model}`"
         + (f" with defense `{s.defense}`" if s.defense != "none" else "")
         + f", adversarial training `{s.adv}` at eps {s.eps}, seed {s.seed}. Settings and versions: "
         "`report.json`.", "",
-        "| stage | figure | value |", "|---|---|---|",
-        f"| train | test accuracy (Keras, {ctx.data('test')[1].shape[0]} images) | "
-        f"{_pct(res['train']['test_accuracy'])} |",
-        f"| evaluate | clean / robust accuracy, `standard` preset, eps {s.eps} ({s.eval_subset} images) | "
-        f"{_pct(std['clean_accuracy'])} / {_pct(std['robust_accuracy'])} |",
-    ]
-    if "adaptive" in ev:
-        lines.append("| evaluate | robust accuracy, `adaptive` preset | "
-                     f"{_pct(ev['adaptive']['robust_accuracy'])} |")
-    for step in comp["steps"]:
-        lines.append(f"| compress | {step['step']}: accuracy / robust accuracy (fast preset) | "
-                     f"{_pct(step['accuracy'])} / {_pct(step['robust_accuracy'])} |")
-    if comp.get("sparsity"):
-        kernels = res["tflite_report"].get("kernels") or []
-        lines.append(f"| compress | kernel sparsity per layer, read from the deployed int8 .tflite "
-                     f"(requested {_pct(s.prune_sparsity)}) | "
-                     + ", ".join(f"{k['layer']} {_pct(k['sparsity'])}" for k in kernels) + " |")
-    lines += [
-        f"| convert | float / int8 .tflite size | {conv['float']['bytes']:,} / "
-        f"{conv['int8']['bytes']:,} bytes "
-        f"({conv['int8_vs_float_size']:.2f}x) |",
-        f"| deploy | int8 .tflite test accuracy (LiteRT) | {_pct(dep['int8_test_accuracy'])} |",
-    ]
-    if "binary" in conv:
-        lines.append(f"| deploy | binary-int8 .tflite ({conv['binary']['bytes']:,} bytes) test accuracy "
-                     f"(LiteRT) | {_pct(dep.get('binary_test_accuracy'))} |")
-    at_eps = [p for p in dep["int8_eps_curve_transfer_pgd20"] if p["eps"] == s.eps]
-    if at_eps:
-        lines.append(f"| deploy | int8 accuracy under PGD-20 transferred from Keras, eps {s.eps} | "
-                     f"{_pct(at_eps[0]['accuracy'])} |")
-    if "int8_one_pixel" in dep:
-        op = dep["int8_one_pixel"]
-        lines.append(f"| deploy | int8 accuracy under a {op['pixels']}-pixel attack run on the interpreter "
-                     f"({op['examples']} images) | {_pct(op['accuracy'])} "
-                     f"(clean {_pct(op['clean_accuracy_same_examples'])}) |")
-    deployed = dep.get("deployed_robustness") or {}
-    if deployed:
-        lines.append(f"| deploy | compressed Keras model, `standard` preset, eps {s.eps} | "
-                     f"{_pct(deployed['compressed_standard']['robust_accuracy'])} |")
-    for name in ("int8", "binary"):
-        if name in deployed:
-            d = deployed[name]
-            parts = ", ".join(f"{k} {_pct(v['robust_accuracy'])}" for k, v in d["per_attack"].items())
-            lines.append(f"| deploy | {name} .tflite robust accuracy attacked as deployed (worst case), "
-                         f"eps {s.eps} | **{_pct(d['robust_accuracy'])}**; transfer alone "
-                         f"{_pct(d['config']['transfer_only_robust_accuracy'])}; after each component: "
-                         f"{parts} |")
-    tflm = res["tflite_report"].get("tflm") or {}
-    if tflm.get("supported"):
-        tflm_text = f"runs, arena {tflm.get('arena_size')} bytes"
-    else:
-        tflm_text = "not supported: " + json.dumps(tflm.get("missing_ops"))
-    lines += [
-        f"| export | C array for TFLite Micro | `{res['export_c'].get('header', 'c/model.h')}` |",
-        f"| export | TFLite Micro | {tflm_text} |",
+        utils.markdown_table(["stage", "figure", "value"], rows),
         "", "## Plots", "",
     ]
     lines += [f"![{name}]({path})" for name, path in plots.items()]
