@@ -321,6 +321,11 @@ def _write(rows, args, n_train, epochs, n_eval, checks=None):
                      f"{worst_cell} | {gap_cell} | {_verdict(r, gap, baseline)} | "
                      f"{_attacks_cell(r)} | {PAPER.get(r['defense'], '-')} |")
     lines += _summary(rows, baseline)
+    missing = [d for d in models.DEFENSES if d not in {r["defense"] for r in rows}]
+    if missing:
+        lines += ["", f"Not measured in this run: {', '.join(f'`{d}`' for d in missing)}. Add them with "
+                  "`python -m benchmarks.defenses --defenses=<names>` (each row is cached under "
+                  "runs/bench_defenses/, so a run resumes and extends)."]
     lines += ["", "Verdict: *breaks under adaptive attack* when the worst case is 5 or more points below "
               "PGD-20; *no gain* when the worst case is within 2 points of (or below) the undefended CNN "
               "with the same training; otherwise the gain over that CNN in points.", "",
