@@ -56,9 +56,13 @@ PAPER = {
 }
 
 
-#: Where the papers put CAS and CIFS: on the last convolutional blocks' H x W x K maps (ResNet-18's
-#: last blocks in both papers); small_cnn has two conv blocks, so both carry a module.
-RECIPE = {"cas": {"at_blocks": ("conv1", "conv2")}, "cifs": {"at_blocks": ("conv1", "conv2")}}
+#: Where CAS and CIFS go (``--at_blocks``). The papers put them on the last convolutional blocks of
+#: a ResNet-18 trained for 100+ epochs; in this benchmark's 3-epoch budget that placement does not
+#: train on small_cnn (measured 2026-12-06, standard training, 10k images, Adam 1e-3, seed 0, 500
+#: test images: CAS on conv2 54% clean (70% after 10 epochs), on conv1+conv2 12%; CIFS on conv2
+#: 75%, on conv1+conv2 33%; on the dense features CAS 82%). So the default is the dense
+#: penultimate features; ``--at_blocks=conv2`` runs the papers' placement.
+RECIPE = {"cas": {"at_blocks": ("dense",)}, "cifs": {"at_blocks": ("dense",)}}
 
 
 def _train(defense, adversarial, x, y, *, epochs, batch_size, seed):
@@ -111,11 +115,17 @@ def main(argv=None):
     parser.add_argument("--cache", default="runs/bench_defenses")
     parser.add_argument("--defenses", default="none,kwta,sap,pcl,cas,cifs,wta_dropout,rna,rsa,rnw,rsw,"
                                               "dwp,swp")
+    parser.add_argument("--at_blocks", default="",
+                        help="CAS/CIFS placement, e.g. conv2 or conv1,conv2 (default: dense, see RECIPE); "
+                             "use its own --cache, rows are cached per defense and training")
     parser.add_argument("--no_eot_check", action="store_true",
                         help="skip the EOT convergence check of stochastic defenses that appear to help")
     parser.add_argument("--eot_check_skip", default="sap",
                         help="defenses left out of the EOT check (listed as not checked)")
     args = parser.parse_args(argv)
+    if args.at_blocks:
+        blocks = tuple(b for b in args.at_blocks.split(",") if b)
+        RECIPE.update(cas={"at_blocks": blocks}, cifs={"at_blocks": blocks})
     named = [d for d in args.defenses.split(",") + args.eot_check_skip.split(",") if d]
     unknown = sorted(set(named) - set(models.DEFENSES))
     if unknown:
@@ -296,9 +306,11 @@ def _write(rows, args, n_train, epochs, n_eval, checks=None):
         f"Each model is `tfrobust.models.defended_cnn(defense)` trained on the first {n_train} "
         f"training images for {epochs} epochs (Adam 1e-3, batch 128; PGD-7 adversarial training "
         "with step 2.5 eps / 7 where the paper trained adversarially, through "
-        "`trainers.AdversarialTrainer`; CAS and CIFS on both conv blocks as their papers put them "
-        "on the last conv blocks, their training loss CE + beta/S sum of the modules' probe losses "
-        "on the adversarial batch; PCL with its centroid loss on the adversarial features). Clean, "
+        "`trainers.AdversarialTrainer`; CAS and CIFS on the blocks "
+        f"{', '.join(RECIPE['cas']['at_blocks'])} (the papers' last-conv-block placement does not "
+        "train in this budget: see `RECIPE` in the script), their training loss CE + beta/S sum of "
+        "the modules' probe losses on the adversarial batch; PCL with its centroid loss on the "
+        "adversarial features). Clean, "
         "PGD-20 (`fast` preset) and `adaptive`-preset accuracy (deterministic models: APGD-CE -> "
         "APGD-DLR -> APGD-T (9 targets) -> Square (5000 queries), 100 steps each, cascade, the three "
         "APGD attacks again under BPDA for gradient-masking layers; stochastic ones: APGD-CE and "
