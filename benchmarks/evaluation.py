@@ -263,10 +263,14 @@ def _markdown(rows, meta):
             misses.append(f"speed-up {r['speedup']}x < 10x")
         verdict.append(f"- {r['model']}: "
                        + ("all targets met" if not misses else "MISSED: " + "; ".join(misses)))
-    lines += [""] + verdict + ["", "Per model, our cascade (points attacked / newly broken / seconds):", ""]
+    lines += [""] + verdict + ["", "Per model, our cascade in its order "
+                               "(points attacked / newly broken / seconds):", ""]
     for r in rows:
-        stages = ", ".join(f"{k} {v['attacked']}/{v['broken']}/{v['seconds']:.0f}s"
-                           for k, v in r["ours_per_attack"].items())
+        # The JSON keeps the stages by name; a cascade attacks ever fewer points, so sorting by
+        # points attacked (stable over names, whose order breaks the BPDA copies' ties rightly)
+        # gives the cascade order back.
+        order = sorted(r["ours_per_attack"].items(), key=lambda kv: -kv[1]["attacked"])
+        stages = ", ".join(f"{k} {v['attacked']}/{v['broken']}/{v['seconds']:.0f}s" for k, v in order)
         lines.append(f"- {r['model']}: {stages}")
     fab = [r for r in rows if "fab_t_after_ours" in r]
     if fab:
