@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tfrobust.tflite_tools._micro import _check_bytes, find_arena_size
 from tfrobust.utils import atomic_write_text
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -39,7 +40,6 @@ def export_c(model_bytes, path, *, name: str = "g_model", arena_size="auto") -> 
     Returns:
       ``{"header": Path, "source": Path, "length": int, "arena_size": int | None}``.
     """
-    from tfrobust.tflite_tools._micro import _check_bytes, find_arena_size
 
     data = _check_bytes(model_bytes)
     if not isinstance(name, str) or not _IDENT.match(name):

@@ -30,6 +30,7 @@ import numpy as np
 from tfrobust import _validate
 from tfrobust.tflite_tools import _flatbuffer
 from tfrobust.tflite_tools._micro import _check_bytes, run_tflm
+from tfrobust.tflite_tools._runtime import TFLiteModel
 from tfrobust.utils import atomic_write_bytes
 
 _DCM_BYTES = 16
@@ -168,7 +169,6 @@ def lut_parity(model_bytes, compressed_bytes, x, *, arena_size: int | None = Non
       "compressed_weight_bytes", "file_bytes", "compressed_file_bytes"}`` -- bytes read from the
       files (constant buffers, value tables and indices included).
     """
-    from tfrobust.tflite_tools._runtime import TFLiteModel
 
     plain, small = _check_bytes(model_bytes), _check_bytes(compressed_bytes, "compressed_bytes")
     q = TFLiteModel(plain).quantize_input(np.asarray(x))

@@ -22,6 +22,7 @@ import numpy as np
 
 from tfrobust.tflite_tools import _flatbuffer
 from tfrobust.tflite_tools._names import layer_from_name
+from tfrobust.tflite_tools._runtime import TFLiteModel
 
 _WORKER = Path(__file__).with_name("_micro_worker.py")
 _MISSING_RE = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
@@ -334,7 +335,6 @@ def tflm_parity(model_bytes, x, *, arena_size: int | None = None) -> dict:
       LSBs for int8 outputs), "max_abs_diff_float" (dequantized), "argmax_agreement",
       "reference_max_abs_diff" (vs LiteRT's reference kernels, raw units)}``.
     """
-    from tfrobust.tflite_tools._runtime import TFLiteModel
 
     lite = TFLiteModel(model_bytes)
     q = lite.quantize_input(np.asarray(x))

@@ -11,6 +11,8 @@ import time
 import numpy as np
 
 from tfrobust.tflite_tools import _flatbuffer
+from tfrobust.tflite_tools._micro import _check_bytes, tflm_check
+from tfrobust.tflite_tools._runtime import TFLiteModel
 from tfrobust.utils import markdown_table
 
 
@@ -21,7 +23,6 @@ def measure_latency(model_bytes, *, threads=(1, 2), repeats: int = 200, warmup: 
     One unit is what an application does per image: quantize, ``set_tensor``, ``invoke``,
     ``get_tensor``, dequantize.
     """
-    from tfrobust.tflite_tools._runtime import TFLiteModel
 
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"`repeats` must be a positive int. Received: repeats={repeats!r}")
@@ -64,8 +65,6 @@ def model_report(model_bytes, *, model=None, latency: bool = True, threads=(1, 2
     A TFLite Micro LUT-compressed model (:func:`compress_lut`) runs only in TFLM: its latency is
     not measured (LiteRT has no ``TFLM_DECODE`` kernel) and ``input``/``output`` come from the file.
     """
-    from tfrobust.tflite_tools._micro import _check_bytes, tflm_check
-    from tfrobust.tflite_tools._runtime import TFLiteModel
 
     data = _check_bytes(model_bytes)
     ops, tensors = _flatbuffer.inspect_model(data)
