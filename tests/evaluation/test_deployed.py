@@ -129,6 +129,15 @@ def test_square_on_a_masked_int8_file_beats_transfer():
     assert report.robust_accuracy == 0.0
     assert report.per_attack["square"]["broken"] == 16
     assert any("Square" in w for w in report.warnings)
+    # The file takes int8 pixels: every counted example lies on its input grid (the file sees exactly
+    # the example counted) and inside the ball, not half a step outside it after rounding.
+    scale, zp, qmin, qmax = lite.input_quantization
+    assert (qmin, qmax) == (-128, 127) and report.config["input_quantization"] == [scale, zp, qmin, qmax]
+    adv = report.adversarial
+    seen = (lite.quantize_input(adv).astype(np.float64) - zp) * scale
+    np.testing.assert_allclose(seen, adv, atol=1e-6)
+    assert np.abs(seen - x).max() <= 0.12 + 1e-6
+    assert np.all(_pred(lite, adv) != y)
 
 
 def test_deployed_evaluation_reuses_a_source_report_and_runs_standard_by_default(problem):

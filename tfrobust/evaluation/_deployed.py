@@ -182,7 +182,8 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
     Every counted success is re-checked: the candidate is projected onto the eps-ball and the clip
     range, run once more on ``deployed``, and counted only if the deployed model misclassifies it
     and it lies in the ball. When ``deployed`` declares quantized inputs (an ``input_quantization``
-    attribute ``(scale, zero_point, qmin, qmax)``, as the C program's ``uint8`` pixels), the candidate
+    attribute ``(scale, zero_point, qmin, qmax)``: a full-integer ``TFLiteModel``'s int8 inputs, the
+    C program's ``uint8`` pixels), the candidate
     is first moved onto that input grid inside the ball, so the program is confirmed on exactly the
     input it receives. The robust accuracy is
 

@@ -115,6 +115,21 @@ class TFLiteModel:
     def quantized_output(self) -> bool:
         return np.issubdtype(self.output_dtype, np.integer)
 
+    @property
+    def input_quantization(self):
+        """``(scale, zero_point, qmin, qmax)`` of an integer input tensor, or ``None`` (float input).
+
+        A full-integer file sees ``q = round(x / scale) + zero_point`` clipped to ``[qmin, qmax]``:
+        only the grid ``x = (q - zero_point) . scale`` reaches it, so a float candidate inside an
+        eps-ball may reach the file half a step outside it. :func:`tfrobust.evaluation.
+        robust_accuracy_deployed` moves each candidate onto this grid inside the ball before it
+        confirms a success (as for :class:`BitpackRunner`'s ``uint8`` pixels).
+        """
+        if not self.quantized_input:
+            return None
+        info = np.iinfo(self.input_dtype)
+        return (float(self._in_scale), int(self._in_zp), int(info.min), int(info.max))
+
     def quantize_input(self, x) -> np.ndarray:
         """Float images -> the input tensor's dtype (identity cast for float models)."""
         x = self._check_x(x)
