@@ -58,6 +58,7 @@ def test_deployed_evaluation_finds_what_transfer_misses_and_confirms_every_succe
     assert report.robust_accuracy < transfer_only - 0.05  # transfer alone misses real breaks
     assert report.config["transfer_overstatement"] == pytest.approx(transfer_only - report.robust_accuracy)
     assert list(report.per_attack) == ["transfer", "apgd-ce", "apgd-dlr", "apgd-t", "square"]
+    assert report.config["input_quantization"] is None and report.config["attack_eps"] == EPS  # float file
     # every counted success is misclassified by the interpreter and lies in the ball and clip range
     broken = ~report.robust_mask & (_pred(lite, x) == y)
     adv = report.adversarial
@@ -133,6 +134,9 @@ def test_square_on_a_masked_int8_file_beats_transfer():
     # the example counted) and inside the ball, not half a step outside it after rounding.
     scale, zp, qmin, qmax = lite.input_quantization
     assert (qmin, qmax) == (-128, 127) and report.config["input_quantization"] == [scale, zp, qmin, qmax]
+    # the attacks searched the whole-step ball inside eps (their iterates reach the file unrounded)
+    assert report.config["attack_eps"] == pytest.approx(np.floor(0.12 / scale + 1e-4) * scale)
+    assert 0.12 - scale < report.config["attack_eps"] <= 0.12
     adv = report.adversarial
     seen = (lite.quantize_input(adv).astype(np.float64) - zp) * scale
     np.testing.assert_allclose(seen, adv, atol=1e-6)

@@ -97,6 +97,16 @@ def _project(x, x_adv, eps, norm, lo, hi):
     return np.clip(x + d, lo, hi).astype(np.float32)
 
 
+def _grid_radius(eps, norm, quantization):
+    """The radius the attacks search: ``floor(eps / scale) . scale`` for L-inf on quantized inputs
+    (at least one step; ``eps`` when it is below one step), else ``eps``."""
+    if quantization is None or norm != "linf" or eps <= 0:
+        return eps
+    scale = float(quantization[0])
+    steps = math.floor(eps / scale + 1e-4)
+    return float(steps * scale) if steps >= 1 else eps
+
+
 def _snap_to_inputs(x, cand, eps, norm, lo, hi, quantization):
     """Move projected candidates onto the deployed model's input grid, inside the ball and clip range.
 
@@ -185,7 +195,9 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
     attribute ``(scale, zero_point, qmin, qmax)``: a full-integer ``TFLiteModel``'s int8 inputs, the
     C program's ``uint8`` pixels), the candidate
     is first moved onto that input grid inside the ball, so the program is confirmed on exactly the
-    input it receives. The robust accuracy is
+    input it receives; the attacks then search the largest grid-aligned L-inf ball inside the
+    eps-ball (``floor(eps / scale)`` steps, ``config["attack_eps"]``), whose iterates the file
+    judges unchanged. The robust accuracy is
 
         ``1/N sum_i 1[d(x_i) = y_i and d(A_k(x_i)) = y_i for every component k]``
 
@@ -340,6 +352,13 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
     record("transfer", {"source_preset": "standard", "source_robust_accuracy": source_robust}, all_idx,
            broken, cand, time.perf_counter() - t0, alone=transfer_only)
 
+    # The attacks search the largest grid-aligned L-inf ball inside the eps-ball when the file takes
+    # quantized inputs: for x on the grid (pixels / 255), x + delta with |delta| <= k steps rounds
+    # to at most k steps away, so the file judges the attack's own iterates inside the ball. With
+    # eps itself (25.5 steps at 0.1), an iterate on the boundary reaches the file 26 steps away,
+    # and its success is lost when confirm() moves it back inside the ball.
+    attack_eps = _grid_radius(eps, norm, quantization)
+
     # 2. APGD through the interpreter (BPDA with the source's gradients)
     declared = attacks.inspect_model(source_model)
     bpda = bool(declared["gradient_masking"])
@@ -371,10 +390,11 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
                 bb = b[todo]
                 with attacks.bpda_scope() if bpda else contextlib.nullcontext():
                     if tgt is None:
-                        xa = attacks.apgd(through, x_np[bb], y_np[bb], eps=eps, steps=steps, norm=norm,
+                        xa = attacks.apgd(through, x_np[bb], y_np[bb], eps=attack_eps, steps=steps, norm=norm,
                                           clip_min=lo, clip_max=hi, seed=seed, **kw)
                     else:
-                        xa = attacks.apgd(through, x_np[bb], tgt[todo, t], eps=eps, steps=steps, norm=norm,
+                        xa = attacks.apgd(through, x_np[bb], tgt[todo, t], eps=attack_eps, steps=steps,
+                                          norm=norm,
                                           clip_min=lo, clip_max=hi, seed=seed + t, **kw)
                 ok, c = confirm(bb, xa)
                 pos = start + np.flatnonzero(todo)
@@ -389,7 +409,7 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
         idx, hit, best, t0 = stage_points()
         for start in range(0, len(idx), batch_size):
             b = idx[start:start + batch_size]
-            xa = attacks.square(deployed, x_np[b], y_np[b], eps=eps, norm=norm, queries=square_queries,
+            xa = attacks.square(deployed, x_np[b], y_np[b], eps=attack_eps, norm=norm, queries=square_queries,
                                 clip_min=lo, clip_max=hi, seed=seed)
             ok, c = confirm(b, xa)
             hit[start:start + len(b)] = ok
@@ -418,6 +438,7 @@ def robust_accuracy_deployed(deployed, source_model, x, y, *, eps, norm="linf", 
     config = {
         "preset": "deployed", "deployed": repr(deployed),
         "input_quantization": None if quantization is None else [float(v) for v in quantization],
+        "attack_eps": attack_eps,
         "eps": float(eps), "norm": norm, "clip_min": lo, "clip_max": hi,
         "batch_size": batch_size, "seed": seed, "cascade": cascade, "steps": steps, "eot_samples": None,
         "bpda": True, "source_bpda_surrogates": bpda, "declared_layers": declared,
