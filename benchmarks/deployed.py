@@ -37,7 +37,9 @@ def _markdown(r: dict) -> str:
 
 Measured {r['when']} on {env['cpu_count']} shared CPU cores (load average {env['loadavg_1_5_15'][0]} at
 the end; other jobs ran). Run `{r['run']}`, {r['n']} test images, L-inf eps {r['eps']}, seed {r['seed']};
-APGD {c['steps']} steps, APGD-T {c['targets']} targets, Square {c['square_queries']} queries. Source for
+APGD {c['steps']} steps, APGD-T {c['targets']} targets, Square {c['square_queries']} queries, searching the
+L-inf radius {c.get('attack_eps', r['eps']):.4f} (the whole input steps inside eps; every success
+confirmed on the file's int8 input grid inside eps). Source for
 gradients and transfer: `compressed.h5`, the Keras model the int8 file was converted from (the QAT
 model when the run used QAT). Each component attacks the points every earlier one left robust;
 every counted success was re-checked on the interpreter.
