@@ -349,6 +349,10 @@ def _write(rows, args, n_train, epochs, n_eval, checks=None):
     lines += [f"- `{k}`: {v}" for k, v in models.DEFENSES.items()]
     if checks is not None:
         lines += _eot_lines(checks)
+    else:
+        lines += ["", "The EOT convergence check (the adaptive preset again with more EOT samples) was "
+                  "not run (`--no_eot_check`): the gains of stochastic defenses above are upper bounds "
+                  "until it confirms EOT x10 had converged."]
     if rows:
         lines += ["", "Attack configurations (from the evaluation reports):", "",
                   "- fast preset: `" + json.dumps(rows[0]["fast_config"], sort_keys=True) + "`",
