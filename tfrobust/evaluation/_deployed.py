@@ -98,8 +98,8 @@ def _project(x, x_adv, eps, norm, lo, hi):
 
 
 def _grid_radius(eps, norm, quantization):
-    """The radius the attacks search: ``floor(eps / scale) . scale`` for L-inf on quantized inputs
-    (at least one step; ``eps`` when it is below one step), else ``eps``."""
+    """The radius the attacks search: for L-inf on quantized inputs the whole input steps inside
+    ``eps``, ``floor(eps / scale) . scale`` (``eps`` itself when it is below one step); else ``eps``."""
     if quantization is None or norm != "linf" or eps <= 0:
         return eps
     scale = float(quantization[0])
