@@ -10,7 +10,9 @@ times and ``art_only_broken``: the points ART's adversarial example breaks (chec
 the eps-ball and the clip range, misclassified by the model) that ours left robust.
 
 Parts (``--parts``, default all): ``models`` (trained once, cached under ``runs/bench_evaluation/``),
-``art`` (ART's result per model cached there too: its run takes most of the time), ``ours``,
+``art`` (ART's result per model cached there too: its run takes most of the time; it checkpoints
+after each of AutoAttack's attacks and each Square restart, so an interrupted run resumes), ``ours``
+(merged by model into the cached rows, so ``--models=kwta_at`` replaces that row only),
 ``fab`` (FAB-T on the points ours left robust: does AutoAttack's third attack add anything?) and
 ``docs`` (writes the two files). Usage: ``nice -n 10 python benchmarks/evaluation.py``; ``--quick``
 is a smoke run (50 images, short training) that writes to /tmp.
@@ -19,6 +21,7 @@ is a smoke run (50 images, short training) that writes to /tmp.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -120,30 +123,83 @@ def _broken(model, x, x_adv, y, eps, clip=(0.0, 1.0)):
 
 
 def run_art(name, model, x, y, cache):
+    """ART 1.20's ``AutoAttack`` (default attack list) on ``model``, resumable stage by stage.
+
+    ``AutoAttack.generate`` is a loop: for each attack of its list, ``auto_attack.run_attack`` attacks
+    the points still robust and keeps the successes (inside the eps-ball, misclassified). This
+    runs that same loop over the same attack objects (``AutoAttack(...).attacks``: APGD-CE and
+    APGD-DLR with 5 random inits, DeepFool, Square with 5000 queries), with Square's 5 restarts as
+    5 stages of one restart each (ART's Square restarts every restart from the clean points still
+    robust, so this is the same attack), and checkpoints ``x_adv``, the robust mask and each
+    stage's time after every stage: a k-WTA model's run (hours: ART's Square does two forward
+    passes per query) survives an interruption. Numpy's global seed is set per stage, so a resumed
+    run draws what an uninterrupted one would.
+    """
     path = cache / f"art_{name}.json"
     if path.exists():
         return json.loads(path.read_text())
     from art.attacks.evasion import AutoAttack
+    from art.attacks.evasion.auto_attack import run_attack
     from art.estimators.classification import TensorFlowV2Classifier
 
     clf = TensorFlowV2Classifier(model=model, nb_classes=10, input_shape=x.shape[1:],
                                  loss_object=keras.losses.CategoricalCrossentropy(from_logits=True),
                                  clip_values=(0.0, 1.0))
-    attack = AutoAttack(clf, norm=np.inf, eps=EPS, batch_size=len(x))  # default attack list
-    _log(f"ART AutoAttack on {name} ({len(x)} images)")
-    t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
-    x_adv = attack.generate(x=x, y=np.eye(10, dtype=np.float32)[y])
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    auto = AutoAttack(clf, norm=np.inf, eps=EPS, batch_size=len(x))  # default attack list
+    stages = list(auto.attacks)
+    square = stages.pop()
+    restarts = square.nb_restarts
+    square.set_params(nb_restarts=1)
+    stages += [square] * restarts
+    labels = [type(a).__name__ + (f"({a.loss_type})" if hasattr(a, "loss_type") else "")
+              for a in auto.attacks]
+    names = [type(a).__name__ + (f"({a.loss_type})" if hasattr(a, "loss_type") else "") for a in stages]
+    names[-restarts:] = [f"SquareAttack(restart {i + 1}/{restarts})" for i in range(restarts)]
+
+    y1 = np.eye(10, dtype=np.float32)[y]
+    state_path, log_path = cache / f"art_{name}_state.npz", cache / f"art_{name}_stages.json"
+    if state_path.exists() and log_path.exists():
+        with np.load(state_path) as state:
+            x_adv, robust = state["x_adv"], state["robust"].astype(bool)
+        log = json.loads(log_path.read_text())
+        _log(f"ART AutoAttack on {name}: resuming after {len(log)} of {len(stages)} stages")
+    else:
+        x_adv = x.astype(np.float32).copy()
+        robust = np.argmax(clf.predict(x_adv), axis=1) == y
+        log = []
+        _log(f"ART AutoAttack on {name} ({len(x)} images, {len(stages)} stages)")
+    for i in range(len(log), len(stages)):
+        if not robust.any():
+            break
+        np.random.seed(1000 + i)
+        before = int(robust.sum())
+        t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
+        x_adv, robust = run_attack(x=x_adv, y=y1, sample_is_robust=robust, attack=stages[i],
+                                   estimator_orig=clf, norm=np.inf, eps=EPS)
+        log.append({"stage": names[i], "attacked": before, "broken": before - int(robust.sum()),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "cpu_seconds": round(time.process_time() - c0, 1),
+                    "load_average": [round(load0, 1), round(os.getloadavg()[0], 1)]})
+        _atomic_savez(state_path, x_adv=x_adv, robust=robust)
+        utils.atomic_write_json(log_path, log)
+        _log(f"ART {name} stage {names[i]}: {log[-1]}")
     clean_ok = evaluation.predict_labels(model, x) == y
     robust = clean_ok & ~_broken(model, x, x_adv, y, EPS)
-    result = {"robust_mask": robust.astype(int).tolist(), "seconds": round(seconds, 1),
-              "cpu_seconds": round(cpu, 1), "load_average": [round(load0, 1), round(os.getloadavg()[0], 1)],
-              "robust_accuracy": float(robust.mean()),
-              "attacks": [type(a).__name__ + (f"({a.loss_type})" if hasattr(a, "loss_type") else "")
-                          for a in attack.attacks]}
+    loads = [v for stage in log for v in stage["load_average"]]
+    result = {"robust_mask": robust.astype(int).tolist(),
+              "seconds": round(sum(stage["seconds"] for stage in log), 1),
+              "cpu_seconds": round(sum(stage["cpu_seconds"] for stage in log), 1),
+              "load_average": [min(loads), max(loads)] if loads else None,
+              "robust_accuracy": float(robust.mean()), "attacks": labels, "stages": log}
     utils.atomic_write_json(path, result)
-    _log(f"ART {name}: robust {robust.mean():.4f} in {seconds:.0f} s")
+    _log(f"ART {name}: robust {robust.mean():.4f} in {result['seconds']:.0f} s")
     return result
+
+
+def _atomic_savez(path, **arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    utils.atomic_write_bytes(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------- ours
@@ -199,7 +255,7 @@ def _row(name, report, seconds, art, n):
         "warnings": list(report.warnings),
         "art_robust": None, "art_seconds": None, "speedup": None, "art_cpu_seconds": None,
         "cpu_speedup": None, "art_load_average": None, "art_only_broken": None, "ours_only_broken": None,
-        "art_attacks": None,
+        "art_attacks": None, "ours_robust_mask": ours.astype(int).tolist(),
     }
     if art is None:
         return row
@@ -331,6 +387,10 @@ def main(argv=None):
         for name in names:
             arts[name] = run_art(name, trained[name], x, y, cache)
     if "ours" in parts:
+        # Rows are merged by model into the cached rows.json: running one model (``--models=kwta_at``)
+        # replaces its row and keeps the others, in MODELS order.
+        rows_path = cache / "rows.json"
+        previous = {r["model"]: r for r in json.loads(rows_path.read_text())} if rows_path.exists() else {}
         rows = []
         for name in names:
             report, seconds = run_ours(name, trained[name], x, y)
@@ -341,8 +401,15 @@ def main(argv=None):
             rows.append(_row(name, report, seconds, art, len(x)))
             if "fab" in parts:
                 rows[-1]["fab_t_after_ours"] = run_fab(name, trained[name], x, y, report)
-            _log(json.dumps({k: v for k, v in rows[-1].items() if k not in ("ours_per_attack", "warnings")}))
-        utils.atomic_write_json(cache / "rows.json", rows)
+            elif ("fab_t_after_ours" in previous.get(name, {})
+                  and previous[name].get("ours_robust_mask") == rows[-1]["ours_robust_mask"]):
+                # Same robust points as the run FAB-T was measured after: its result still holds.
+                rows[-1]["fab_t_after_ours"] = previous[name]["fab_t_after_ours"]
+            _log(json.dumps({k: v for k, v in rows[-1].items()
+                             if k not in ("ours_per_attack", "warnings", "ours_robust_mask")}))
+        merged = {**previous, **{r["model"]: r for r in rows}}
+        rows = [merged[m] for m in MODELS if m in merged]
+        utils.atomic_write_json(rows_path, rows)
     if "docs" in parts:
         rows = json.loads((cache / "rows.json").read_text())
         meta = {"when": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} shared CPU cores",
