@@ -22,8 +22,9 @@ class Config(_common.DataConfig):
                          "bit-packed binary C program (.c from export_binary_c, compiled once on the host) "
                          "(then --source is needed and the deployed file is attacked as deployed).")
     out: str = setting(help="Output folder (robustness.json, robustness.md).")
-    preset: str = setting("standard", "fast = PGD-20; standard = APGD-CE, APGD-T, Square (AutoAttack's "
-                          "standard without FAB-T); autoattack = AutoAttack's standard (with FAB-T); "
+    preset: str = setting("standard", "fast = PGD-20; standard = APGD-CE, APGD-DLR, APGD-T (9 "
+                          "targets), Square (AutoAttack's standard without FAB-T, plus untargeted "
+                          "APGD-DLR); autoattack = AutoAttack's standard (with FAB-T); "
                           "adaptive = standard + BPDA, or AutoAttack's rand version (EOT) for random models.",
                           choices=tuple(evaluation.PRESETS))
     eps: float = setting(0.1, "Perturbation radius (images are in [0, 1]).")
