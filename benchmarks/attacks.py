@@ -246,8 +246,9 @@ def cascade_section(adv_model, x, y, *, log):
              "(without the cascade every attack also re-attacks points already broken, with other random "
              "starts per batch, so the two can differ slightly; both are per-example worst cases). "
              f"Cascade stages: {attacked}. Warnings: {rep.warnings or 'none'}.")
-    log(markdown_table(res, title="The standard cascade (APGD-CE -> APGD-DLR -> random search) vs attacking "
-                       "every point", value_name="robust accuracy", notes=notes))
+    stages = " -> ".join(rep.per_attack)  # the preset's stages in this run, in cascade order
+    log(markdown_table(res, title=f"The standard cascade ({stages}) vs attacking every point",
+                       value_name="robust accuracy", notes=notes))
     res["pgd20_robust_accuracy"] = fast.robust_accuracy
     return res
 
