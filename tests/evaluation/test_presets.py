@@ -63,7 +63,14 @@ def test_presets_are_data_resolved_per_model():
     assert all(s.eot and s.attack.get("restarts", 1) == 1 for s in stages[:2])
     stages, _ = evaluation.plan("adaptive", num_classes=10, gradient_masking=True)
     assert [s.label for s in stages] == ["apgd-ce", "apgd-dlr", "apgd-t", "apgd-ce-bpda", "apgd-dlr-bpda",
-                                          "apgd-t-bpda", "square"]
+                                          "apgd-t-bpda", "square", "square-restart2", "square-restart3",
+                                          "square-restart4", "square-restart5"]
+    assert [s.seed(7) for s in stages[-5:]] == [7 + r * evaluation.RESTART_SEED_STRIDE for r in range(5)]
+    # the queries override reaches every restart; 0 switches them all off
+    stages, _ = evaluation.plan("adaptive", num_classes=10, gradient_masking=True, queries=50)
+    assert [s.attack["queries"] for s in stages if s.attack["name"] == "square"] == [50] * 5
+    stages, _ = evaluation.plan("adaptive", num_classes=10, gradient_masking=True, queries=0)
+    assert not [s for s in stages if s.attack["name"] == "square"]
     stages, _ = evaluation.plan("fast", num_classes=10)
     assert attacks.get(stages[0].attack, eps=0.1).effective_step_size == pytest.approx(2.5 * 0.1 / 20)
 

@@ -25,7 +25,8 @@ class Config(_common.DataConfig):
     preset: str = setting("standard", "fast = PGD-20; standard = APGD-CE, APGD-DLR, APGD-T (9 "
                           "targets), Square (AutoAttack's standard without FAB-T, plus untargeted "
                           "APGD-DLR); autoattack = AutoAttack's standard (with FAB-T); "
-                          "adaptive = standard + BPDA, or AutoAttack's rand version (EOT) for random models.",
+                          "adaptive = standard + BPDA and 5 Square runs for gradient-masking layers, or "
+                          "AutoAttack's rand version (EOT) for random models.",
                           choices=tuple(evaluation.PRESETS))
     eps: float = setting(0.1, "Perturbation radius (images are in [0, 1]).")
     norm: str = setting("linf", "Norm of the perturbation ball.", choices=("linf", "l2"))

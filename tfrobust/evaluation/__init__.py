@@ -19,7 +19,15 @@ from tfrobust.evaluation._channels import (
 )
 from tfrobust.evaluation._deployed import robust_accuracy_deployed
 from tfrobust.evaluation._loading import load_model_fn
-from tfrobust.evaluation._robust import PRESETS, RobustnessReport, Stage, plan, robust_accuracy
+from tfrobust.evaluation._robust import (
+    MASKING_SQUARE_RESTARTS,
+    PRESETS,
+    RESTART_SEED_STRIDE,
+    RobustnessReport,
+    Stage,
+    plan,
+    robust_accuracy,
+)
 from tfrobust.evaluation._under_attack import (
     accuracy_under,
     attack_dataset,
@@ -33,7 +41,9 @@ __all__ = [
     "channel_statistics",
     "compare_channel_statistics",
     "plot_channel_statistics",
+    "MASKING_SQUARE_RESTARTS",
     "PRESETS",
+    "RESTART_SEED_STRIDE",
     "RobustnessReport",
     "Stage",
     "accuracy",
