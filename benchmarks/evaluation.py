@@ -151,17 +151,18 @@ def run_art(name, model, x, y, cache):
     restarts = square.nb_restarts
     square.set_params(nb_restarts=1)
     stages += [square] * restarts
-    labels = [type(a).__name__ + (f"({a.loss_type})" if hasattr(a, "loss_type") else "")
-              for a in auto.attacks]
-    names = [type(a).__name__ + (f"({a.loss_type})" if hasattr(a, "loss_type") else "") for a in stages]
-    names[-restarts:] = [f"SquareAttack(restart {i + 1}/{restarts})" for i in range(restarts)]
+    labels = [_art_label(a) for a in auto.attacks]
+    names = [_art_label(a) for a in stages[:-restarts]]
+    names += [f"SquareAttack(restart {i + 1}/{restarts})" for i in range(restarts)]
 
     y1 = np.eye(10, dtype=np.float32)[y]
     state_path, log_path = cache / f"art_{name}_state.npz", cache / f"art_{name}_stages.json"
-    if state_path.exists() and log_path.exists():
+    if state_path.exists():
         with np.load(state_path) as state:
             x_adv, robust = state["x_adv"], state["robust"].astype(bool)
-        log = json.loads(log_path.read_text())
+            # the stage log is saved with the arrays (one atomic file: they never disagree);
+            # checkpoints of the first version of this loop kept it in the JSON only
+            log = json.loads(str(state["log"])) if "log" in state else json.loads(log_path.read_text())
         _log(f"ART AutoAttack on {name}: resuming after {len(log)} of {len(stages)} stages")
     else:
         x_adv = x.astype(np.float32).copy()
@@ -180,8 +181,8 @@ def run_art(name, model, x, y, cache):
                     "seconds": round(time.perf_counter() - t0, 1),
                     "cpu_seconds": round(time.process_time() - c0, 1),
                     "load_average": [round(load0, 1), round(os.getloadavg()[0], 1)]})
-        _atomic_savez(state_path, x_adv=x_adv, robust=robust)
-        utils.atomic_write_json(log_path, log)
+        _atomic_savez(state_path, x_adv=x_adv, robust=robust, log=np.array(json.dumps(log)))
+        utils.atomic_write_json(log_path, log)  # the same log, readable
         _log(f"ART {name} stage {names[i]}: {log[-1]}")
     clean_ok = evaluation.predict_labels(model, x) == y
     robust = clean_ok & ~_broken(model, x, x_adv, y, EPS)
@@ -194,6 +195,11 @@ def run_art(name, model, x, y, cache):
     utils.atomic_write_json(path, result)
     _log(f"ART {name}: robust {robust.mean():.4f} in {result['seconds']:.0f} s")
     return result
+
+
+def _art_label(attack):
+    """``AutoProjectedGradientDescent(cross_entropy)``, ``DeepFool``, ...: an ART attack's name."""
+    return type(attack).__name__ + (f"({attack.loss_type})" if hasattr(attack, "loss_type") else "")
 
 
 def _atomic_savez(path, **arrays):
