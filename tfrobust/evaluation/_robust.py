@@ -57,8 +57,8 @@ class Stage:
                 + (f"-restart{self.restart + 1}" if self.restart else ""))
 
     def seed(self, seed: int) -> int:
-        """The seed this stage's attack runs with, for the evaluation's ``seed``."""
-        return (seed + self.restart * RESTART_SEED_STRIDE) % 2**31
+        """The seed this stage's attack runs with, for the evaluation's ``seed`` (itself for a first run)."""
+        return seed if not self.restart else (seed + self.restart * RESTART_SEED_STRIDE) % 2**63
 
 
 #: Seed offset between restarts of a stage (any restart r's draws differ from restart 0's).
