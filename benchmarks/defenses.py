@@ -157,9 +157,7 @@ def main(argv=None):
 
             key = _key(defense, adversarial)
             if args.render:
-                path = cache / f"{key}.json"
-                if path.exists():
-                    rows.append(json.loads(path.read_text()))
+                rows += [row] if (row := _read(cache, key)) is not None else []
                 continue
             rows.append(_cached(cache, key, "train", measure, valid=_current))
             _write(rows, args, n_train, epochs, n_eval)  # partial tables survive an interruption
@@ -186,17 +184,22 @@ def _cached(cache, key, stage, compute, valid=None):
     A cached result that ``valid`` rejects (a row measured with an older adaptive preset) is
     computed again.
     """
-    path = cache / f"{key}.json"
-    if path.exists():
-        cached = json.loads(path.read_text())
+    cached = _read(cache, key)
+    if cached is not None:
         if valid is None or valid(cached):
             print(f"[cached] {key}", flush=True)
             return cached
         print(f"[stale] {key}: measured with an older adaptive preset, measuring again", flush=True)
     print(f"[{stage}] {key}", flush=True)
     result = compute()
-    utils.atomic_write_json(path, result)
+    utils.atomic_write_json(cache / f"{key}.json", result)
     return result
+
+
+def _read(cache, key):
+    """The JSON result cached under ``key``, or None."""
+    path = cache / f"{key}.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _current(row):
@@ -209,9 +212,8 @@ def _current(row):
 
 def _cached_checks(rows, cache):
     """The cached EOT convergence checks of ``rows`` (``--render``), or None when none was run."""
-    checks = [json.loads(p.read_text()) for r in rows
-              if (p := cache / f"{_key(r['defense'], _adversarial(r))}_eot.json").exists()]
-    return checks or None
+    checks = [_read(cache, _key(r["defense"], _adversarial(r)) + "_eot") for r in rows]
+    return [c for c in checks if c is not None] or None
 
 
 EOT_CHECK = (10, 40)  # EOT samples compared on the stochastic rows that appear to help
