@@ -13,7 +13,8 @@ Parts (``--parts``, default all): ``models`` (trained once, cached under ``runs/
 ``art`` (ART's result per model cached there too: its run takes most of the time; it checkpoints
 after each of AutoAttack's attacks and each Square restart, so an interrupted run resumes), ``ours``
 (merged by model into the cached rows, so ``--models=kwta_at`` replaces that row only),
-``fab`` (FAB-T on the points ours left robust: does AutoAttack's third attack add anything?) and
+``fab`` (FAB-T on the points ours left robust: does AutoAttack's third attack add anything? with
+``ours`` in the same run, or alone after it on the cached rows) and
 ``docs`` (writes the two files). Usage: ``nice -n 10 python benchmarks/evaluation.py``; ``--quick``
 is a smoke run (50 images, short training) that writes to /tmp.
 """
@@ -249,7 +250,7 @@ def run_ours(name, model, x, y):
     return report, seconds
 
 
-def run_fab(name, model, x, y, report):
+def run_fab(name, model, x, y, robust_mask):
     """FAB-T (9 targets, 100 steps) on the points our preset left robust: what it would add.
 
     For the k-WTA model (gradient masking declared) FAB-T also runs under BPDA, as the adaptive
@@ -257,7 +258,7 @@ def run_fab(name, model, x, y, report):
     """
     from tfrobust import attacks
 
-    robust = np.asarray(report.robust_mask, bool)
+    robust = np.asarray(robust_mask, bool)
     idx = np.flatnonzero(robust)
     out = {"attacked": int(len(idx)), "broken": 0, "seconds": 0.0}
     if not len(idx):
@@ -454,7 +455,7 @@ def main(argv=None):
                 _log(f"no ART result for {name}: its row has ours only")
             rows.append(_join_art(_row(name, report, seconds, len(x)), art))
             if "fab" in parts:
-                rows[-1]["fab_t_after_ours"] = run_fab(name, trained[name], x, y, report)
+                rows[-1]["fab_t_after_ours"] = run_fab(name, trained[name], x, y, report.robust_mask)
             elif ("fab_t_after_ours" in previous.get(name, {})
                   and previous[name].get("ours_robust_mask") == rows[-1]["ours_robust_mask"]):
                 # Same robust points as the run FAB-T was measured after: its result still holds.
@@ -464,6 +465,17 @@ def main(argv=None):
         merged = {**previous, **{r["model"]: r for r in rows}}
         rows = [merged[m] for m in MODELS if m in merged]
         utils.atomic_write_json(rows_path, rows)
+    elif "fab" in parts:
+        # FAB-T alone, after the cached ``ours`` rows (on the robust points each row stored).
+        rows_path = cache / "rows.json"
+        rows = {r["model"]: r for r in json.loads(rows_path.read_text())} if rows_path.exists() else {}
+        for name in names:
+            if "ours_robust_mask" not in rows.get(name, {}):
+                parser.error(f"--parts=fab without ours needs a cached ours row with its robust mask for "
+                             f"{name}; run --parts=ours,fab")
+            rows[name]["fab_t_after_ours"] = run_fab(name, trained[name], x, y,
+                                                     rows[name]["ours_robust_mask"])
+        utils.atomic_write_json(rows_path, [rows[m] for m in MODELS if m in rows])
     if "docs" in parts:
         # ART's columns are joined again here: an ART run finished (or resumed further) after the
         # ``ours`` part joins its row without re-running ours.
