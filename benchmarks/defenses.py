@@ -135,7 +135,9 @@ def main(argv=None):
         parser.error(f"unknown defenses {unknown}; expected some of {sorted(models.DEFENSES)}")
     quick = args.quick
     n_train, epochs, n_eval = (2000, 1, 100) if quick else (10000, 3, 500)
-    x_train, y_train = data.load_dataset("fashion_mnist", "train", limit=n_train)
+    # --render writes the page from the cached rows: no training data to load
+    x_train, y_train = (None, None) if args.render else data.load_dataset("fashion_mnist", "train",
+                                                                           limit=n_train)
     x_test, y_test = data.load_dataset("fashion_mnist", "test", limit=n_eval)
     cache = Path(args.cache) / ("quick" if quick else "full")
     cache.mkdir(parents=True, exist_ok=True)
