@@ -292,7 +292,8 @@ def _row(name, report, seconds, n):
 
 
 ART_KEYS = ("art_robust", "art_seconds", "speedup", "art_cpu_seconds", "cpu_speedup", "art_load_average",
-            "art_only_broken", "ours_only_broken", "art_attacks", "art_complete", "art_stages")
+            "art_only_broken", "ours_only_broken", "both_robust", "art_attacks", "art_complete", "art_stages",
+            "art_per_stage")
 
 
 def _join_art(row, art):
@@ -314,6 +315,9 @@ def _join_art(row, art):
         "art_load_average": art.get("load_average"),
         "art_only_broken": int(np.sum(ours & ~art_mask)),
         "ours_only_broken": int(np.sum(art_mask & ~ours)),
+        "both_robust": float(np.mean(ours & art_mask)),  # the per-example worst case over both
+        "art_per_stage": [{k: st[k] for k in ("stage", "attacked", "broken", "seconds")}
+                          for st in art.get("stages", [])],
         "art_attacks": art["attacks"], "art_complete": art.get("complete", True),
         "art_stages": (None if art.get("complete", True)
                        else f"{len(art['stages'])} of {art['stages_total']}"),
@@ -330,8 +334,8 @@ def _markdown(rows, meta):
     lines = [BEGIN, "",
              f"Fashion-MNIST, the first {rows[0]['n']} test images, L-inf eps {EPS}; {meta['when']}, "
              f"{meta['machine']}; versions {meta['versions']}. ART's results come from the same script's "
-             "`art` part (cached per model under runs/bench_evaluation/), ours from its `ours` part run "
-             "after them, never overlapping; other engineers' jobs shared the 2 cores (load averages at "
+             "`art` part (cached per model under runs/bench_evaluation/), ours from its `ours` part, never "
+             "run at the same time as ART's; other engineers' jobs shared the 2 cores (load averages at "
              "start / end of each run in the last column; CPU seconds are the process's own, all threads).",
              "",
              "| model | preset | clean | ours robust | ART AutoAttack robust | art_only_broken | "
@@ -384,6 +388,14 @@ def _markdown(rows, meta):
         order = sorted(r["ours_per_attack"].items(), key=lambda kv: -kv[1]["attacked"])
         stages = ", ".join(f"{k} {v['attacked']}/{v['broken']}/{v['seconds']:.0f}s" for k, v in order)
         lines.append(f"- {r['model']}: {stages}")
+    staged = [r for r in rows if r.get("art_per_stage")]
+    if staged:
+        lines += ["", "ART's AutoAttack stage by stage, where the run recorded it (points attacked / newly "
+                  "broken / seconds), and the per-example worst case over both evaluations:", ""]
+        for r in staged:
+            stages = ", ".join(f"{st['stage']} {st['attacked']}/{st['broken']}/{st['seconds']:.0f}s"
+                               for st in r["art_per_stage"])
+            lines.append(f"- {r['model']}: {stages}; robust to both: {r['both_robust']:.3f}")
     fab = [r for r in rows if "fab_t_after_ours" in r]
     if fab:
         lines += ["", "FAB-T (AutoAttack's third attack; `preset=\"autoattack\"` runs it) on the points our "
@@ -394,8 +406,10 @@ def _markdown(rows, meta):
             f = r["fab_t_after_ours"]
             lines.append(f"- {r['model']}: {f['broken']} of {f['attacked']} robust points broken, "
                          f"{f['seconds']:.0f} s")
+        lines += [f"- {r['model']}: not run after this row's ours run (`--parts=fab` runs it on the "
+                  "cached rows)" for r in rows if "fab_t_after_ours" not in r]
         added = sum(r["fab_t_after_ours"]["broken"] for r in fab)
-        lines += ["", ("FAB-T added no break on any model: `standard` leaves it out (use "
+        lines += ["", ("FAB-T added no break on any model it ran on: `standard` leaves it out (use "
                        "`preset=\"autoattack\"` to run it)." if added == 0 else
                        f"FAB-T added {added} breaks in total: see the rows above; `autoattack` runs it.")]
     art_lists = [r["art_attacks"] for r in rows if r["art_attacks"]]
