@@ -159,11 +159,7 @@ def run_art(name, model, x, y, cache):
     y1 = np.eye(10, dtype=np.float32)[y]
     state_path, log_path = cache / f"art_{name}_state.npz", cache / f"art_{name}_stages.json"
     if state_path.exists():
-        with np.load(state_path) as state:
-            x_adv, robust = state["x_adv"], state["robust"].astype(bool)
-            # the stage log is saved with the arrays (one atomic file: they never disagree);
-            # checkpoints of the first version of this loop kept it in the JSON only
-            log = json.loads(str(state["log"])) if "log" in state else json.loads(log_path.read_text())
+        x_adv, robust, log = _load_checkpoint(cache, name)
         _log(f"ART AutoAttack on {name}: resuming after {len(log)} of {len(stages)} stages")
     else:
         x_adv = x.astype(np.float32).copy()
@@ -191,6 +187,16 @@ def run_art(name, model, x, y, cache):
     return result
 
 
+def _load_checkpoint(cache, name):
+    """``(x_adv, robust, log)`` of ART's checkpoint for ``name``."""
+    with np.load(cache / f"art_{name}_state.npz") as state:
+        # the stage log is saved with the arrays (one atomic file: they never disagree);
+        # checkpoints of the first version of the loop kept it in the JSON only
+        log = (json.loads(str(state["log"])) if "log" in state
+               else json.loads((cache / f"art_{name}_stages.json").read_text()))
+        return state["x_adv"], state["robust"].astype(bool), log
+
+
 def _art_summary(model, x, y, x_adv, log, labels, *, complete):
     """ART's result from its adversarial examples, each re-checked here (ball, clip range, label)."""
     clean_ok = evaluation.predict_labels(model, x) == y
@@ -211,13 +217,9 @@ def art_result(name, model, x, y, cache):
     path = cache / f"art_{name}.json"
     if path.exists():
         return {"complete": True, **json.loads(path.read_text())}
-    state_path = cache / f"art_{name}_state.npz"
-    if not state_path.exists():
+    if not (cache / f"art_{name}_state.npz").exists():
         return None
-    with np.load(state_path) as state:
-        x_adv = state["x_adv"]
-        log = json.loads(str(state["log"])) if "log" in state else \
-            json.loads((cache / f"art_{name}_stages.json").read_text())
+    x_adv, _, log = _load_checkpoint(cache, name)
     labels = list(dict.fromkeys(stage["stage"].split("(restart")[0] for stage in log))
     result = _art_summary(model, x, y, x_adv, log, labels, complete=False)
     square = [stage["stage"] for stage in log if "(restart" in stage["stage"]]
